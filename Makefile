@@ -1,0 +1,41 @@
+# Two commands for a newcomer:
+#   make run    set up .venv, run the whole pipeline on the embedded default (offline), write the HTML report
+#   make test   set up .venv, lint, and run the test suite
+VENV ?= .venv
+PYTHON_BASE ?= python3
+BIN := $(VENV)/bin
+# Rules call `python`: the one in the virtual environment.
+export PATH := $(abspath $(BIN)):$(PATH)
+# Nothing in the default run or the tests may reach the Hugging Face Hub.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run report test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+	$(PYTHON_BASE) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $@
+
+run: setup
+	$(BIN)/snakemake --cores all
+	$(BIN)/snakemake --report results/report.html
+	@echo "Report: results/*/report/report.md and results/report.html"
+
+lint: setup
+	$(BIN)/ruff check scripts tests
+	$(BIN)/ruff format --check scripts tests
+	$(BIN)/snakefmt --check Snakefile workflow
+	$(BIN)/snakemake --lint
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf results .snakemake

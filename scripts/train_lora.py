@@ -1,0 +1,314 @@
+#!/usr/bin/env python
+"""Train a LoRA adapter on templated chat text with TRL's SFTTrainer and PEFT.
+
+Reads the templated train/eval JSON Lines written by apply_chat_template.py. By default the loss counts the
+answer tokens only (--loss-on answer: the prompt/completion pair of each record, TRL's completion-only loss);
+--loss-on all trains on the whole templated text.
+
+Writes the adapter folder, the log history (one row per logging or evaluation step: loss, learning rate,
+grad norm, eval loss) as CSV, and a JSON summary. Checkpoints go to --checkpoint-dir every --save-steps;
+when that folder holds a checkpoint of the same settings and data, training resumes from it. After a
+successful run the checkpoints are removed (the adapter is the result).
+
+Example (the recipe as written, on a GPU):
+  python scripts/train_lora.py --model results/models/phi-3.5-mini-instruct --train train.jsonl \\
+      --eval eval.jsonl --output-dir adapter --history history.csv --summary train_summary.json \\
+      --checkpoint-dir checkpoints --lora-r 16 --lora-alpha 32 --target-modules all-linear \\
+      --learning-rate 5e-5 --num-train-epochs 3 --per-device-train-batch-size 2 --max-length 2048 \\
+      --packing --bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+from common import (
+    add_log_argument,
+    atomic_directory,
+    atomic_path,
+    canonical_json,
+    loss_pair,
+    read_jsonl,
+    setup_logging,
+    sha256_file,
+    sha256_text,
+    write_json,
+)
+
+log = setup_logging("train_lora")
+
+# Arguments that name files rather than settings: they do not decide whether a checkpoint can be resumed.
+COMPLETE_MARKER = "checkpoint-complete.txt"
+PATH_ARGUMENTS = {"model", "train", "eval", "output_dir", "history", "summary", "checkpoint_dir", "log_file"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    files = parser.add_argument_group("files")
+    files.add_argument("--model", required=True, help="base model folder")
+    files.add_argument("--train", required=True, help="templated train JSON Lines")
+    files.add_argument("--eval", required=True, help="templated eval JSON Lines")
+    files.add_argument("--output-dir", required=True, help="adapter folder to write")
+    files.add_argument("--history", required=True, help="CSV log history to write")
+    files.add_argument("--summary", required=True, help="JSON training summary to write")
+    files.add_argument("--checkpoint-dir", required=True, help="where checkpoints go (and resume from)")
+    add_log_argument(files)
+
+    lora = parser.add_argument_group("LoRA (defaults: the recipe)")
+    lora.add_argument("--lora-r", type=int, default=16, help="rank (default: %(default)s)")
+    lora.add_argument("--lora-alpha", type=int, default=32, help="scaling alpha (default: %(default)s)")
+    lora.add_argument("--lora-dropout", type=float, default=0.05, help="dropout (default: %(default)s)")
+    lora.add_argument(
+        "--target-modules",
+        nargs="+",
+        default=["all-linear"],
+        help="module names, or all-linear (default: %(default)s)",
+    )
+
+    train = parser.add_argument_group("training (defaults: the recipe)")
+    train.add_argument("--learning-rate", type=float, default=5e-5)
+    train.add_argument("--num-train-epochs", type=float, default=3.0)
+    train.add_argument("--max-steps", type=int, default=-1, help="overrides epochs when > 0")
+    train.add_argument("--per-device-train-batch-size", type=int, default=2)
+    train.add_argument("--per-device-eval-batch-size", type=int, default=8)
+    train.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    train.add_argument("--max-length", type=int, default=2048, help="tokens per sequence")
+    train.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True)
+    train.add_argument("--packing-strategy", default="bfd", choices=["bfd", "wrapped"])
+    train.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    train.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False)
+    train.add_argument("--lr-scheduler-type", default="linear")
+    train.add_argument(
+        "--warmup-steps", type=float, default=0.0, help="steps (>= 1) or a fraction of all steps (< 1)"
+    )
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument(
+        "--train-sampling-strategy",
+        default="random",
+        choices=["random", "group_by_length"],
+        help="group_by_length batches records of similar length: less padding (default: %(default)s)",
+    )
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument(
+        "--loss-on",
+        choices=["answer", "all"],
+        default="answer",
+        help="answer: assistant answer tokens only; all: the whole templated text (default: %(default)s)",
+    )
+    train.add_argument("--logging-steps", type=int, default=10)
+    train.add_argument(
+        "--eval-steps", type=int, default=0, help="evaluate every N steps; 0 = at the end only"
+    )
+    train.add_argument("--save-steps", type=int, default=100, help="checkpoint every N steps")
+    return parser.parse_args(argv)
+
+
+def load_split(path: str, loss_on: str, eos_token: str | None):
+    from datasets import Dataset
+
+    rows = []
+    for record in read_jsonl(path):
+        prompt, completion = loss_pair(record, eos_token)
+        rows.append(
+            {"prompt": prompt, "completion": completion}
+            if loss_on == "answer"
+            else {"text": prompt + completion}
+        )
+    if not rows:
+        raise ValueError(f"{path}: no records")
+    return Dataset.from_list(rows)
+
+
+def settings_fingerprint(args: argparse.Namespace) -> str:
+    """What a checkpoint must match to be resumed: every setting plus the content of the inputs."""
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in PATH_ARGUMENTS}
+    settings["train_sha256"] = sha256_file(args.train)
+    settings["model_config_sha256"] = sha256_file(Path(args.model) / "config.json")
+    return sha256_text(canonical_json(settings))
+
+
+def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str) -> str | None:
+    """The last complete checkpoint of a run with the same settings and data.
+
+    Checkpoints of other settings, and checkpoints a killed run left half-written (no completion marker),
+    are removed.
+    """
+    marker = checkpoint_dir / "fingerprint.txt"
+    if checkpoint_dir.is_dir() and not (marker.is_file() and marker.read_text().strip() == fingerprint):
+        log.warning("Removing checkpoints of other settings or data in %s", checkpoint_dir)
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")
+    complete = []
+    for folder in checkpoint_dir.glob("checkpoint-*"):
+        if (folder / COMPLETE_MARKER).is_file():
+            complete.append((int(folder.name.split("-")[-1]), folder))
+        else:
+            log.warning("Removing incomplete checkpoint %s (its run stopped while saving it)", folder)
+            shutil.rmtree(folder)
+    return str(max(complete)[1]) if complete else None
+
+
+def checkpoint_marker_callback():
+    from transformers import TrainerCallback
+
+    class MarkCompleteCheckpoints(TrainerCallback):
+        """Mark a checkpoint complete once the trainer has written all of it (on_save comes after)."""
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                (folder / COMPLETE_MARKER).write_text(f"step {state.global_step}\n")
+
+    return MarkCompleteCheckpoints()
+
+
+def progress_callback():
+    from transformers import TrainerCallback
+
+    class LogProgress(TrainerCallback):
+        """Put the trainer's metrics into the step log, with a step count and throughput."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            shown = ", ".join(
+                f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                for key, value in (logs or {}).items()
+            )
+            elapsed = time.monotonic() - self.start
+            log.info("step %d/%d (%.0fs): %s", state.global_step, state.max_steps, elapsed, shown)
+
+    return LogProgress()
+
+
+def last_evaluation(state) -> dict | None:
+    """The metrics of an evaluation the trainer already ran at its final step, to avoid a second pass."""
+    for row in reversed(state.log_history):
+        if "eval_loss" in row:
+            return row if row["step"] == state.global_step else None
+    return None
+
+
+def write_history(path: str, history: list[dict]) -> None:
+    preferred = ["step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm"]
+    keys = {key for row in history for key in row}
+    columns = [k for k in preferred if k in keys] + sorted(keys - set(preferred))
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def build_trainer(args: argparse.Namespace, checkpoint_dir: Path):
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    train_data = load_split(args.train, args.loss_on, tokenizer.eos_token)
+    eval_data = load_split(args.eval, args.loss_on, tokenizer.eos_token)
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32
+    )
+    target_modules = args.target_modules[0] if args.target_modules == ["all-linear"] else args.target_modules
+    peft_config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+    config = SFTConfig(
+        output_dir=str(checkpoint_dir),
+        learning_rate=args.learning_rate,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_length=args.max_length,
+        packing=args.packing,
+        packing_strategy=args.packing_strategy,
+        bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
+        lr_scheduler_type=args.lr_scheduler_type,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        train_sampling_strategy=args.train_sampling_strategy,
+        seed=args.seed,
+        data_seed=args.seed,
+        completion_only_loss=args.loss_on == "answer",
+        logging_steps=args.logging_steps,
+        eval_strategy="steps" if args.eval_steps > 0 else "no",
+        eval_steps=args.eval_steps if args.eval_steps > 0 else None,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        report_to="none",
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Without an accelerator, say so: the trainer then runs bf16 on the CPU instead of refusing it.
+        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+        disable_tqdm=False,
+    )
+    return SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[progress_callback(), checkpoint_marker_callback()],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging("train_lora", args.log_file)
+    log.info("Settings: %s", json.dumps({k: v for k, v in vars(args).items()}, sort_keys=True))
+    checkpoint_dir = Path(args.checkpoint_dir)
+    fingerprint = settings_fingerprint(args)
+    resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)
+    trainer = build_trainer(args, checkpoint_dir)
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    log.info("Trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+    if resume_from:
+        log.info("Resuming from checkpoint %s", resume_from)
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    final_eval = last_evaluation(trainer.state) or trainer.evaluate()
+    with atomic_directory(args.output_dir) as folder:
+        trainer.save_model(str(folder))
+    history = trainer.state.log_history
+    write_history(args.history, history)
+    tokens = max((row.get("num_tokens", 0) for row in history), default=0)
+    write_json(
+        args.summary,
+        {
+            "settings_fingerprint": fingerprint,
+            "resumed_from": resume_from,
+            "global_step": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "final_eval_loss": final_eval.get("eval_loss"),
+            "train_runtime_s": round(time.monotonic() - started, 2),
+            "train_tokens": tokens,
+            "train_sequences": len(trainer.train_dataset),
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+        },
+    )
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    log.info("Saved adapter to %s (%d steps)", args.output_dir, trainer.state.global_step)
+
+
+if __name__ == "__main__":
+    main()

