@@ -15,7 +15,15 @@ import yaml
 from conftest import ROOT
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-WORKFLOW_FILES = ["Snakefile", "workflow", "scripts", "config", "profiles", "environment.yml", "requirements.txt"]
+WORKFLOW_FILES = [
+    "Snakefile",
+    "workflow",
+    "scripts",
+    "config",
+    "profiles",
+    "environment.yml",
+    "requirements.txt",
+]
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
