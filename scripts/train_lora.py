@@ -179,6 +179,11 @@ def progress_callback():
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.monotonic()
 
+        def on_step_end(self, args, state, control, **kwargs):
+            # Log the last step too, so the logged losses cover every step (see logged_train_loss).
+            if state.global_step >= state.max_steps:
+                control.should_log = True
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             shown = ", ".join(
                 f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
@@ -188,6 +193,20 @@ def progress_callback():
             log.info("step %d/%d (%.0fs): %s", state.global_step, state.max_steps, elapsed, shown)
 
     return LogProgress()
+
+
+def logged_train_loss(history: list[dict]) -> float:
+    """Mean training loss over all steps, from the logged losses (each the mean of the steps since the last).
+
+    Unlike the trainer's own `training_loss`, which covers only the steps run since the last resume, this is
+    the same whether or not the run was interrupted: the log history is restored from the checkpoint.
+    """
+    rows = [(row["step"], row["loss"]) for row in history if "loss" in row]
+    total, previous = 0.0, 0
+    for step, loss in rows:
+        total += loss * (step - previous)
+        previous = step
+    return total / previous if previous else float("nan")
 
 
 def last_evaluation(state) -> dict | None:
@@ -247,6 +266,7 @@ def build_trainer(args: argparse.Namespace, checkpoint_dir: Path):
         train_sampling_strategy=args.train_sampling_strategy,
         seed=args.seed,
         data_seed=args.seed,
+        include_num_input_tokens_seen="non_padding",
         completion_only_loss=args.loss_on == "answer",
         logging_steps=args.logging_steps,
         eval_strategy="steps" if args.eval_steps > 0 else "no",
@@ -284,23 +304,23 @@ def main(argv: list[str] | None = None) -> None:
     if resume_from:
         log.info("Resuming from checkpoint %s", resume_from)
     started = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
     final_eval = last_evaluation(trainer.state) or trainer.evaluate()
     with atomic_directory(args.output_dir) as folder:
         trainer.save_model(str(folder))
     history = trainer.state.log_history
     write_history(args.history, history)
-    tokens = max((row.get("num_tokens", 0) for row in history), default=0)
     write_json(
         args.summary,
         {
             "settings_fingerprint": fingerprint,
             "resumed_from": resume_from,
             "global_step": trainer.state.global_step,
-            "train_loss": result.training_loss,
+            "train_loss": logged_train_loss(history),
             "final_eval_loss": final_eval.get("eval_loss"),
             "train_runtime_s": round(time.monotonic() - started, 2),
-            "train_tokens": tokens,
+            # Restored from a checkpoint on resume, unlike TRL's per-process num_tokens.
+            "train_tokens": trainer.state.num_input_tokens_seen,
             "train_sequences": len(trainer.train_dataset),
             "trainable_parameters": trainable,
             "total_parameters": total,
