@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import add_log_argument, read_jsonl, setup_logging, write_jsonl
+from common import add_log_argument, read_jsonl, setup_logging, trusts_remote_code, write_jsonl
 
 log = setup_logging("apply_chat_template")
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging("apply_chat_template", args.log_file)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trusts_remote_code(args.model))
     count = write_jsonl(args.output, (render(tokenizer, record) for record in read_jsonl(args.input)))
     log.info("Templated %d records into %s", count, args.output)
 

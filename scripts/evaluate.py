@@ -25,6 +25,7 @@ from common import (
     read_jsonl,
     setup_logging,
     sha256_file,
+    trusts_remote_code,
     write_json,
     write_jsonl,
 )
@@ -53,8 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_model(model_dir: str, adapter_dir: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    trust = trusts_remote_code(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=trust)
     if adapter_dir:
         from peft import PeftModel
 

@@ -37,6 +37,7 @@ from common import (
     setup_logging,
     sha256_file,
     sha256_text,
+    trusts_remote_code,
     write_json,
 )
 
@@ -233,11 +234,12 @@ def build_trainer(args: argparse.Namespace, checkpoint_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    trust = trusts_remote_code(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trust)
     train_data = load_split(args.train, args.loss_on, tokenizer.eos_token)
     eval_data = load_split(args.eval, args.loss_on, tokenizer.eos_token)
     model = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32
+        args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32, trust_remote_code=trust
     )
     target_modules = args.target_modules[0] if args.target_modules == ["all-linear"] else args.target_modules
     peft_config = LoraConfig(
