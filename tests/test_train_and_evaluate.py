@@ -46,7 +46,7 @@ TRAIN_SETTINGS = [
 
 def templated_splits(folder: Path, model: Path, alpaca: Path) -> dict[str, Path]:
     run_script(
-        "alpaca_to_messages.py",
+        "convert_to_messages.py",
         "--input",
         alpaca,
         "--output",

@@ -99,7 +99,7 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
     assert (run / "report" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((finished_run / "results/data/small/convert_summary.json").read_text())
     assert summary["read"] == summary["kept"] + summary["rejected"] == 40
-    for step in ["alpaca_to_messages", "prepare_base_model", "train_lora", "evaluate.base", "make_report"]:
+    for step in ["convert_to_messages", "prepare_base_model", "train_lora", "evaluate.base", "make_report"]:
         logs = list((finished_run / "results" / "logs").rglob(f"{step}.log"))
         assert logs and " - INFO - " in logs[0].read_text(), f"no log for {step}"
 

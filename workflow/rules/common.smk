@@ -98,8 +98,10 @@ def dataset_path(wildcards):
     return DATASETS[wildcards.dataset]["path"]
 
 
-def max_rejected_fraction(wildcards):
-    return DATASETS[wildcards.dataset]["max_rejected_fraction"]
+def conversion_flags(wildcards):
+    """The data section's format, tolerance and cleaning settings (defaults filled in by the schema)."""
+    settings = DATASETS[wildcards.dataset]
+    return cli_flags({k: v for k, v in settings.items() if k not in ("name", "path")})
 
 
 def split_settings(wildcards):
@@ -182,7 +184,7 @@ def report_inputs(wildcards):
 
 
 # Flags given once per value (--prompt a --prompt b); other lists are one flag with several values.
-REPEATED_FLAGS = {"prompt"}
+REPEATED_FLAGS = {"prompt", "placeholder_inputs"}
 
 
 def cli_flags(settings):
