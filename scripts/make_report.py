@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experiment", required=True, help="experiment name (the title)")
     for name, help_text in {**INPUTS, **OUTPUTS}.items():
         parser.add_argument("--" + name.replace("_", "-"), required=True, help=help_text)
+    parser.add_argument("--manifest", help="the experiment's manifest.json, to link (not read)")
     add_log_argument(parser)
     return parser.parse_args(argv)
 
@@ -129,6 +130,21 @@ def generations_html(base: list[dict], tuned: list[dict]) -> list[str]:
     return lines
 
 
+def cleaning(converted: dict) -> list[str]:
+    """The data step's format and cleaning, with what each changed (older summaries have neither)."""
+    settings = converted.get("normalisations")
+    if not settings:
+        return []
+    trim = "on" if settings["trim_whitespace"] else "off"
+    return [
+        f"- Format {converted['format']} ({converted['format_chosen']}). Cleaning: trim_whitespace {trim} "
+        f"({converted['trimmed']} records trimmed), {len(settings['placeholder_inputs'])} placeholder "
+        f"inputs ({converted['placeholder_inputs_emptied']} emptied), drop_duplicates "
+        f"{settings['drop_duplicates']} ({converted['rejected_duplicate']} dropped); rejected records are "
+        "listed in `rejects.jsonl` with their reasons.",
+    ]
+
+
 def build_markdown(
     args: argparse.Namespace, rows: list[dict], base_gen: list[dict], tuned_gen: list[dict]
 ) -> str:
@@ -144,11 +160,24 @@ def build_markdown(
     decoding = base["decoding"]
     tokens_per_s = trained["train_tokens"] / trained["train_runtime_s"] if trained["train_runtime_s"] else 0
     curve = os.path.relpath(args.curve, Path(args.markdown).parent)
+    notices = []
+    if args.manifest:
+        manifest = os.path.relpath(args.manifest, Path(args.markdown).parent)
+        notices += [
+            f"Provenance: [manifest.json]({manifest}) (sha256 of inputs and outputs, versions, timings).",
+            "",
+        ]
+    if source["trust_remote_code"]:
+        notices += [
+            "> **trust_remote_code is on**: the base model's own code ran in every step that loaded it.",
+            "",
+        ]
     lines = [
         f"# Experiment `{args.experiment}`",
         "",
         recipe["description"].strip(),
         "",
+        *notices,
         "## Base vs tuned",
         "",
         f"Eval split: {base['records']} records, {base['answer_tokens']} answer tokens; loss is the mean "
@@ -162,6 +191,7 @@ def build_markdown(
         f"- Raw file `{converted['input']}` (sha256 `{converted['input_sha256'][:16]}…`): "
         f"{converted['read']} records read, {converted['kept']} kept, {converted['rejected']} rejected; "
         f"{converted['kept_with_input']} kept records have an `input`.",
+        *cleaning(converted),
         f"- Split (seed {split['seed']}, eval size {split['eval_size']:g}): "
         f"{split['train']} train, {split['eval']} eval.",
         "",

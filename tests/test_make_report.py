@@ -57,6 +57,17 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
                 "kept": 11,
                 "rejected": 1,
                 "kept_with_input": 4,
+                "format": "alpaca",
+                "format_chosen": "configured",
+                "normalisations": {
+                    "trim_whitespace": True,
+                    "placeholder_inputs": ["No input"],
+                    "drop_duplicates": "exact",
+                    "max_record_chars": 0,
+                },
+                "trimmed": 3,
+                "placeholder_inputs_emptied": 2,
+                "rejected_duplicate": 1,
             },
         ),
         "split_summary": write(tmp_path / "s.json", {"seed": 3, "eval_size": 2, "train": 9, "eval": 2}),
@@ -86,7 +97,7 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
         "generations_csv": tmp_path / "r" / "generations.csv",
     }
     arguments = [f"--{k.replace('_', '-')}={v}" for k, v in {**inputs, **outputs}.items()]
-    run_script("make_report.py", "--experiment", "demo", *arguments)
+    run_script("make_report.py", "--experiment", "demo", *arguments, "--manifest", tmp_path / "manifest.json")
 
     with open(outputs["metrics_csv"], newline="") as handle:
         rows = {row["metric"]: row for row in csv.DictReader(handle)}
@@ -95,7 +106,11 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
     report = outputs["markdown"].read_text(encoding="utf-8")
     assert "| eval loss | 2.5000 | 1.5000 | -1.0000 |" in report
     assert "12 records read, 11 kept, 1 rejected" in report
-    assert "trust_remote_code **on**" in report
+    assert "trust_remote_code **on**" in report and "> **trust_remote_code is on**" in report
+    assert "[manifest.json](../manifest.json)" in report
+    assert (
+        "(3 records trimmed), 1 placeholder inputs (2 emptied), drop_duplicates exact (1 dropped)" in report
+    )
     assert "base &lt;answer&gt;" in report and "tuned answer" in report
     assert "![training curves](loss_curve.png)" in report
     assert "learning_rate: 3.0e-4" in report, "the recipe used is embedded verbatim"

@@ -1,5 +1,6 @@
 """Config loading and validation, experiment expansion, and path helpers for the rules."""
 
+import json
 import shlex
 from pathlib import Path
 
@@ -89,6 +90,10 @@ def model_dir(recipe):
 
 def all_reports():
     return [f"results/{name}/report/report.md" for name in EXPERIMENTS]
+
+
+def all_manifests():
+    return [f"results/{name}/manifest.json" for name in EXPERIMENTS]
 
 
 # ---- input functions and parameters for the rules ------------------------------------------------------
@@ -181,6 +186,60 @@ def report_inputs(wildcards):
         "tuned_generations": f"{run}/eval/tuned/generations.jsonl",
         "model": model_dir(recipe),
     }
+
+
+def under(folder, *names):
+    return [f"{folder}/{name}" for name in names]
+
+
+def manifest_inputs(wildcards):
+    """Every file one experiment read or wrote, by role, and the benchmark files of its steps."""
+    recipe = EXPERIMENTS[wildcards.experiment]
+    data = data_dir(recipe)
+    split_dir = f"{data}/{split_id(recipe)}"
+    run = f"results/{wildcards.experiment}"
+    # Benchmark files mirror the output layout below results/benchmarks/.
+    bench_split = split_dir.replace("results/", "results/benchmarks/", 1)
+    bench_run = f"results/benchmarks/{wildcards.experiment}"
+    model = recipe["model"]["name"]
+    return {
+        "sources": [
+            recipe["data"]["path"],
+            str(recipe_path(wildcards.experiment)),
+            *sorted(str(path) for path in SCRIPTS.glob("*.py")),
+        ],
+        "products": [
+            *under(data, "messages.jsonl", "rejects.jsonl", "convert_summary.json"),
+            *under(split_dir, "train.jsonl", "eval.jsonl", "split_summary.json"),
+            templated(recipe, "train"),
+            templated(recipe, "eval"),
+            model_dir(recipe),
+            *under(f"{run}/train", "adapter", "history.csv", "summary.json"),
+            *under(f"{run}/eval/base", "metrics.json", "generations.jsonl"),
+            *under(f"{run}/eval/tuned", "metrics.json", "generations.jsonl"),
+            *under(f"{run}/report", "report.md", "metrics.csv", "loss_curve.png"),
+            f"{run}/report/generations.csv",
+        ],
+        "timings": [
+            f"results/benchmarks/data/{recipe['data']['name']}/convert_to_messages.tsv",
+            f"{bench_split}/split_dataset.tsv",
+            *under(
+                f"{bench_split}/{model}",
+                "apply_chat_template.train.tsv",
+                "apply_chat_template.eval.tsv",
+            ),
+            f"results/benchmarks/models/{model}/prepare_base_model.tsv",
+            *under(bench_run, "train_lora.tsv", "make_report.tsv"),
+            *under(bench_run, "evaluate.base.tsv", "evaluate.tuned.tsv"),
+        ],
+        "model": model_dir(recipe),
+    }
+
+
+def resolved_recipe(wildcards):
+    """The recipe as validated, schema defaults included: what the manifest records."""
+    recipe = EXPERIMENTS[wildcards.experiment]
+    return json.dumps(recipe, sort_keys=True, ensure_ascii=False)
 
 
 # Flags given once per value (--prompt a --prompt b); other lists are one flag with several values.

@@ -8,6 +8,8 @@ rule convert_to_messages:
         summary="results/data/{dataset}/convert_summary.json",
     log:
         "results/logs/data/{dataset}/convert_to_messages.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/convert_to_messages.tsv"
     conda:
         "../../environment.yml"
     params:
@@ -28,6 +30,8 @@ rule split_dataset:
         summary="results/data/{dataset}/{split}/split_summary.json",
     log:
         "results/logs/data/{dataset}/{split}/split_dataset.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/{split}/split_dataset.tsv"
     conda:
         "../../environment.yml"
     params:
@@ -47,6 +51,8 @@ rule apply_chat_template:
         "results/data/{dataset}/{split}/{model}/{part}.templated.jsonl",
     log:
         "results/logs/data/{dataset}/{split}/{model}/apply_chat_template.{part}.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/{split}/{model}/apply_chat_template.{part}.tsv"
     wildcard_constraints:
         part="train|eval",
     conda:

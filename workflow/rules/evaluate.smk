@@ -7,6 +7,8 @@ rule evaluate:
         generations="results/{experiment}/eval/{which}/generations.jsonl",
     log:
         "results/logs/{experiment}/evaluate.{which}.log",
+    benchmark:
+        "results/benchmarks/{experiment}/evaluate.{which}.tsv"
     conda:
         "../../environment.yml"
     threads: workflow.cores

@@ -24,8 +24,12 @@ rule report:
         ),
     log:
         "results/logs/{experiment}/make_report.log",
+    benchmark:
+        "results/benchmarks/{experiment}/make_report.tsv"
     conda:
         "../../environment.yml"
+    params:
+        manifest="results/{experiment}/manifest.json",
     shell:
         "python {input.script:q} --experiment {wildcards.experiment:q}"
         " --recipe {input.recipe:q} --model-source {input.model:q}/source.json"
@@ -34,4 +38,5 @@ rule report:
         " --base-metrics {input.base_metrics:q} --tuned-metrics {input.tuned_metrics:q}"
         " --base-generations {input.base_generations:q} --tuned-generations {input.tuned_generations:q}"
         " --markdown {output.markdown:q} --metrics-csv {output.metrics:q} --curve {output.curve:q}"
-        " --generations-csv {output.generations:q} --log-file {log:q}"
+        " --generations-csv {output.generations:q} --manifest {params.manifest:q}"
+        " --log-file {log:q}"
