@@ -308,6 +308,10 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=resume_from)
     final_eval = last_evaluation(trainer.state) or trainer.evaluate()
+    for adapter_config in trainer.model.peft_config.values():
+        # "all-linear" resolves to a set, saved in hash-seed order; sorted, the adapter files are repeatable.
+        if isinstance(adapter_config.target_modules, set):
+            adapter_config.target_modules = sorted(adapter_config.target_modules)
     with atomic_directory(args.output_dir) as folder:
         trainer.save_model(str(folder))
     history = trainer.state.log_history

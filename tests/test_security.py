@@ -75,31 +75,19 @@ def test_trust_is_read_from_the_model_folder(tmp_path: Path) -> None:
         assert trusts_remote_code(tmp_path) is expected
 
 
-def test_remote_code_runs_only_when_the_recipe_allows_it(remote_code_model, tmp_path) -> None:
-    refused = run_script(
-        "prepare_base_model.py",
-        "--kind",
-        "local",
-        "--path",
-        remote_code_model,
-        "--out",
-        tmp_path / "refused",
-        check=False,
+def prepare(model: Path, out: Path, *flags: str, check: bool = True):
+    return run_script(
+        "prepare_base_model.py", "--kind", "local", "--path", model, "--out", out, *flags, check=check
     )
+
+
+def test_remote_code_runs_only_when_the_recipe_allows_it(remote_code_model, tmp_path) -> None:
+    refused = prepare(remote_code_model, tmp_path / "refused", check=False)
     assert refused.returncode != 0 and "trust_remote_code" in refused.stderr
     assert not (tmp_path / "refused").exists()
 
     out = tmp_path / "allowed"
-    run_script(
-        "prepare_base_model.py",
-        "--kind",
-        "local",
-        "--path",
-        remote_code_model,
-        "--out",
-        out,
-        "--trust-remote-code",
-    )
+    prepare(remote_code_model, out, "--trust-remote-code")
     assert json.loads((out / "source.json").read_text())["trust_remote_code"] is True
     assert (out / "modeling_remote.py").is_file(), "the model's own code travels with it"
 
