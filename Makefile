@@ -4,8 +4,6 @@
 VENV ?= .venv
 PYTHON_BASE ?= python3
 BIN := $(VENV)/bin
-# Rules call `python`: the one in the virtual environment.
-export PATH := $(abspath $(BIN)):$(PATH)
 # Nothing in the default run or the tests may reach the Hugging Face Hub.
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
