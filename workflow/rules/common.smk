@@ -13,7 +13,9 @@ validate(config, "../schemas/config.schema.yaml")
 
 # Rules run `python`: make it the interpreter running Snakemake (the one with the pipeline's packages),
 # whether or not its environment is activated.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+os.environ["PATH"] = os.pathsep.join(
+    [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+)
 SCRIPTS = Path(workflow.basedir) / "scripts"
 RECIPE_SCHEMA = Path(workflow.basedir) / "workflow/schemas/recipe.schema.yaml"
 
