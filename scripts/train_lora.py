@@ -268,7 +268,6 @@ def build_trainer(args: argparse.Namespace, checkpoint_dir: Path):
         train_sampling_strategy=args.train_sampling_strategy,
         seed=args.seed,
         data_seed=args.seed,
-        include_num_input_tokens_seen="non_padding",
         completion_only_loss=args.loss_on == "answer",
         logging_steps=args.logging_steps,
         eval_strategy="steps" if args.eval_steps > 0 else "no",
@@ -277,6 +276,7 @@ def build_trainer(args: argparse.Namespace, checkpoint_dir: Path):
         save_steps=args.save_steps,
         save_total_limit=2,
         report_to="none",
+        include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=torch.cuda.is_available(),
         # Without an accelerator, say so: the trainer then runs bf16 on the CPU instead of refusing it.
         use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         trainer.save_model(str(folder))
     history = trainer.state.log_history
     write_history(args.history, history)
+    tokens = trainer.state.num_input_tokens_seen  # non-padding tokens, resumed runs included
     write_json(
         args.summary,
         {
@@ -325,8 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             "train_loss": logged_train_loss(history),
             "final_eval_loss": final_eval.get("eval_loss"),
             "train_runtime_s": round(time.monotonic() - started, 2),
-            # Restored from a checkpoint on resume, unlike TRL's per-process num_tokens.
-            "train_tokens": trainer.state.num_input_tokens_seen,
+            "train_tokens": tokens,
             "train_sequences": len(trainer.train_dataset),
             "trainable_parameters": trainable,
             "total_parameters": total,

@@ -30,9 +30,7 @@ WORKFLOW_FILES = [
 
 
 def workflow_env(**extra: str) -> dict[str, str]:
-    # Rules call `python`: this interpreter's, as after `source .venv/bin/activate`.
-    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": path, **extra}
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
 
 
 def snakemake(

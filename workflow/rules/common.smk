@@ -1,7 +1,9 @@
 """Config loading and validation, experiment expansion, and path helpers for the rules."""
 
 import json
+import os
 import shlex
+import sys
 from pathlib import Path
 
 import yaml
@@ -10,13 +12,22 @@ from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
 
+# Rules run `python`: make it the interpreter running Snakemake (the one with the pipeline's packages),
+# whether or not its environment is activated.
+os.environ["PATH"] = os.pathsep.join(
+    [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+)
 SCRIPTS = Path(workflow.basedir) / "scripts"
 RECIPE_SCHEMA = Path(workflow.basedir) / "workflow/schemas/recipe.schema.yaml"
 
 
 def script_path(step):
-    """A step script, given to its rule as an input so that editing the script re-runs the step."""
-    return str(SCRIPTS / f"{step}.py")
+    """A step script, given to its rule as an input so that editing the script re-runs the step.
+
+    Relative to the working directory, so that a clone elsewhere (e.g. restored with `dvc pull`) records
+    the same input paths.
+    """
+    return os.path.relpath(SCRIPTS / f"{step}.py")
 
 
 def recipe_path(name):
@@ -206,7 +217,7 @@ def manifest_inputs(wildcards):
         "sources": [
             recipe["data"]["path"],
             str(recipe_path(wildcards.experiment)),
-            *sorted(str(path) for path in SCRIPTS.glob("*.py")),
+            *(script_path(path.stem) for path in sorted(SCRIPTS.glob("*.py"))),
         ],
         "products": [
             *under(data, "messages.jsonl", "rejects.jsonl", "convert_summary.json"),
