@@ -10,6 +10,10 @@ grad norm, eval loss) as CSV, and a JSON summary. Checkpoints go to --checkpoint
 when that folder holds a checkpoint of the same settings and data, training resumes from it. After a
 successful run the checkpoints are removed (the adapter is the result).
 
+On SIGTERM (what SLURM sends before a time limit with --signal, on scancel and on preemption; also `kill`)
+training finishes its current step, saves a checkpoint and exits with status 143 without writing the outputs:
+the next run resumes from that checkpoint.
+
 Example (the recipe as written, on a GPU):
   python scripts/train_lora.py --model results/models/phi-3.5-mini-instruct --train train.jsonl \\
       --eval eval.jsonl --output-dir adapter --history history.csv --summary train_summary.json \\
@@ -24,6 +28,8 @@ import argparse
 import csv
 import json
 import shutil
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -171,6 +177,44 @@ def checkpoint_marker_callback():
     return MarkCompleteCheckpoints()
 
 
+class StopRequest:
+    """Set by a SIGTERM handler; training saves a checkpoint and stops at the end of the current step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    def install(self, signum: int = signal.SIGTERM) -> None:
+        def handler(received, frame):
+            # Only set the flag: the trainer acts on it between steps (see save_and_stop_callback).
+            self.signal = received
+
+        signal.signal(signum, handler)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal else ""
+
+
+def save_and_stop_callback(stop: StopRequest):
+    from transformers import TrainerCallback
+
+    class SaveAndStopOnSignal(TrainerCallback):
+        """After a SIGTERM, checkpoint the step just finished and end training (the trainer saves first)."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if stop and not control.should_training_stop:
+                log.warning(
+                    "%s received: saving a checkpoint at step %d, then stopping", stop.name, state.global_step
+                )
+                control.should_save = True
+                control.should_training_stop = True
+
+    return SaveAndStopOnSignal()
+
+
 def progress_callback():
     from transformers import TrainerCallback
 
@@ -228,7 +272,7 @@ def write_history(path: str, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def build_trainer(args: argparse.Namespace, checkpoint_dir: Path):
+def build_trainer(args: argparse.Namespace, checkpoint_dir: Path, stop: StopRequest):
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -289,24 +333,37 @@ def build_trainer(args: argparse.Namespace, checkpoint_dir: Path):
         eval_dataset=eval_data,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[progress_callback(), checkpoint_marker_callback()],
+        callbacks=[progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()],
     )
+
+
+def exit_on_stop_request(stop: StopRequest, where: str) -> None:
+    if stop:
+        log.warning(
+            "Stopped by %s %s; the next run resumes from the last complete checkpoint.", stop.name, where
+        )
+        sys.exit(128 + stop.signal)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging("train_lora", args.log_file)
+    stop = StopRequest()
+    stop.install(signal.SIGTERM)
     log.info("Settings: %s", json.dumps({k: v for k, v in vars(args).items()}, sort_keys=True))
     checkpoint_dir = Path(args.checkpoint_dir)
     fingerprint = settings_fingerprint(args)
     resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)
-    trainer = build_trainer(args, checkpoint_dir)
+    trainer = build_trainer(args, checkpoint_dir, stop)
+    exit_on_stop_request(stop, "before training started")
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("Trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
     if resume_from:
         log.info("Resuming from checkpoint %s", resume_from)
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=resume_from)
+    if trainer.state.global_step < trainer.state.max_steps:
+        exit_on_stop_request(stop, f"at step {trainer.state.global_step} of {trainer.state.max_steps}")
     final_eval = last_evaluation(trainer.state) or trainer.evaluate()
     for adapter_config in trainer.model.peft_config.values():
         # "all-linear" resolves to a set, saved in hash-seed order; sorted, the adapter files are repeatable.

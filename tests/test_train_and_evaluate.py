@@ -285,3 +285,38 @@ def test_a_half_written_checkpoint_is_never_resumed(tmp_path):
     (folder / "fingerprint.txt").write_text("same\n")
     assert train_lora.resumable_checkpoint(folder, "same") == str(folder / "checkpoint-4")
     assert not (folder / "checkpoint-6").exists()
+
+
+def test_sigterm_saves_a_checkpoint_that_the_next_run_resumes(tmp_path, small_alpaca):
+    """SLURM's warning before a time limit, scancel and preemption all send SIGTERM first."""
+    model = build_tiny_model(tmp_path / "model", SAMPLE_DATA, "llama", hidden_size=256)
+    splits = templated_splits(tmp_path, model, small_alpaca)
+    settings = [*TRAIN_SETTINGS]
+    settings[settings.index("--max-steps") + 1] = "10"
+    # No periodic checkpoint before the end: the only one to resume from is the one SIGTERM saves.
+    settings[settings.index("--save-steps") + 1] = "1000"
+    log_file = tmp_path / "train.log"
+    arguments = [
+        sys.executable,
+        str(SCRIPTS / "train_lora.py"),
+        *train_arguments(tmp_path, model, splits, *settings, "--log-file", str(log_file)),
+    ]
+    process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if log_file.exists() and "step 1/10" in log_file.read_text():
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    log = log_file.read_text()
+    assert "SIGTERM received: saving a checkpoint at step" in log
+    saved = [folder for folder in (tmp_path / "checkpoints").glob("checkpoint-*")]
+    assert len(saved) == 1 and (saved[0] / "checkpoint-complete.txt").exists()
+    step = int(saved[0].name.split("-")[1])
+    assert 1 <= step < 10
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "summary.json").exists()
+
+    run_script("train_lora.py", *train_arguments(tmp_path, model, splits, *settings))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["resumed_from"] == str(saved[0]) and summary["global_step"] == 10
