@@ -25,7 +25,11 @@ LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def setup_logging(name: str, log_file: str | None = None) -> logging.Logger:
-    """Log at INFO to the console and, when given, to the step's log file."""
+    """Log at INFO to the console and, when given, to the step's log file.
+
+    A step's log file starts with the SLURM job and node when the step runs inside a SLURM job, so that the
+    log leads to the job (`scontrol show job`, `sacct -j`) and its SLURM log.
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +41,14 @@ def setup_logging(name: str, log_file: str | None = None) -> logging.Logger:
         handlers=handlers,
         force=True,
     )
-    return logging.getLogger(name)
+    logger = logging.getLogger(name)
+    if log_file and os.environ.get("SLURM_JOB_ID"):
+        logger.info(
+            "Running in SLURM job %s on node %s",
+            os.environ["SLURM_JOB_ID"],
+            os.environ.get("SLURMD_NODENAME", "?"),
+        )
+    return logger
 
 
 def add_log_argument(parser) -> None:
