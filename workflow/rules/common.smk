@@ -21,6 +21,18 @@ SCRIPTS = Path(workflow.basedir) / "scripts"
 RECIPE_SCHEMA = Path(workflow.basedir) / "workflow/schemas/recipe.schema.yaml"
 
 
+def all_cores():
+    """Threads of a heavy step: every core of a local run, so that two heavy steps never run side by side.
+
+    A cluster run has no core count (no --cores): there the profile's set-threads gives each step its CPUs
+    (profiles/slurm names every rule that uses this), and 1 is only the fallback.
+    """
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
 def script_path(step):
     """A step script, given to its rule as an input so that editing the script re-runs the step.
 

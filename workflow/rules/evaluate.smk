@@ -11,7 +11,7 @@ rule evaluate:
         "results/benchmarks/{experiment}/evaluate.{which}.tsv"
     conda:
         "../../environment.yml"
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=8000,
     params:

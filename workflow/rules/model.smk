@@ -9,7 +9,7 @@ rule prepare_base_model:
         "results/benchmarks/models/{model}/prepare_base_model.tsv"
     conda:
         "../../environment.yml"
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=8000,
     params:

@@ -12,7 +12,7 @@ rule train_lora:
         "results/benchmarks/{experiment}/train_lora.tsv"
     conda:
         "../../environment.yml"
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=16000,
     params:
