@@ -1,6 +1,6 @@
 # Two commands for a newcomer:
 #   make run    set up .venv, run the whole pipeline on the embedded default (offline), write the HTML report
-#   make test   set up .venv, lint, and run the test suite
+#   make test   set up .venv, lint, and run the test suite (the SLURM part as root: see the test target)
 # Versioning with DVC (README, "Versioning data and models"):
 #   make record   after a run: hash every artifact into dvc.lock and push them to the DVC remote
 #   make restore  on a fresh clone: pull the recorded artifacts; Snakemake then has nothing to do
@@ -41,8 +41,15 @@ lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint
 
+# The SLURM tests (tests/test_slurm.py) run on a real one-node cluster that tests/slurm/harness.sh installs,
+# starts, and stops and uninstalls again afterwards; that needs root, as in CI. SKIP_SLURM=1 leaves them out.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slurm"
+ifeq ($(SKIP_SLURM),1)
+	@echo "SKIP_SLURM=1: the SLURM tests did not run"
+else
+	SLURM_TESTS=required tests/slurm/harness.sh run --timeout 2400 -- $(BIN)/pytest -m slurm
+endif
 
 clean:
 	rm -rf results .snakemake
