@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SAMPLE_DATA
-from test_workflow import SNAKEMAKE, make_workdir, tiny_recipe
+from test_workflow import SNAKEMAKE, make_workdir, tiny_recipe, workflow_env
 from tiny_models import build_tiny_model
 
 pytestmark = pytest.mark.slurm
@@ -36,15 +36,16 @@ TEST_OVERRIDES = [
     "--slurm-init-seconds-before-status-checks",
     "2",
 ]
-# The jobs of the tiny pipeline: one experiment, so one of each step but templating and evaluation.
+# The jobs of the tiny pipeline: one experiment, so one of each step but templating and evaluation (two).
 EXPECTED_JOBS = {
-    "alpaca_to_messages": 1,
+    "convert_to_messages": 1,
     "split_dataset": 1,
     "prepare_base_model": 1,
     "apply_chat_template": 2,
     "train_lora": 1,
     "evaluate": 2,
     "report": 1,
+    "manifest": 1,
 }
 RUN_TIMEOUT_S = 900
 
@@ -99,17 +100,13 @@ def snakemake_slurm(*extra: str) -> list[str]:
     return [SNAKEMAKE, "--profile", "profiles/slurm", *TEST_OVERRIDES, *extra]
 
 
-def environment() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
 def run_workflow(workdir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         snakemake_slurm(*extra),
         cwd=workdir,
         capture_output=True,
         text=True,
-        env=environment(),
+        env=workflow_env(),
         timeout=RUN_TIMEOUT_S,
     )
     if check and result.returncode != 0:
@@ -219,7 +216,7 @@ def start_workflow(workdir: Path, *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=environment(),
+        env=workflow_env(),
     )
 
 
