@@ -3,8 +3,9 @@
 varies), data counts, and the base and tuned value of each metric of its report's metrics.csv.
 
 Writes the table as CSV (every column, full precision), Markdown, a LaTeX `tabular` (booktabs rules) and
-HTML. In the last three, rounded, a column with the same value in every row (of two or more) moves to a note
-under the table ("same in every row"), and a note says what each metric was computed on.
+HTML. In the last three, rounded, a column of settings, counts or base-model metrics with the same value in
+every row (of two or more) moves to a note under the table ("same in every row"); the tuned model's metrics
+always stay. A note says what each metric was computed on.
 
 Example:
   python scripts/make_summary.py --experiment-json results/a/report/experiment.json \\
@@ -111,7 +112,12 @@ def shown(column: str, cell) -> str:
 def presentation(rows: list[dict], computed_on: dict[str, list[str]]) -> tuple[list[dict], list[str]]:
     """Rounded rows without the columns that hold one value throughout, and the notes that replace them."""
     columns = list(rows[0])
-    constant = [c for c in columns[1:] if len(rows) > 1 and len({shown(c, r[c]) for r in rows}) == 1]
+    # The tuned model's metrics are the results: they stay columns even when equal.
+    constant = [
+        c
+        for c in columns[1:]
+        if len(rows) > 1 and not c.endswith("_tuned") and len({shown(c, r[c]) for r in rows}) == 1
+    ]
     table = [{c: shown(c, r[c]) for c in columns if c not in constant} for r in rows]
     notes = (
         ["Same in every row: " + ", ".join(f"{c} = {shown(c, rows[0][c])}" for c in constant)]

@@ -96,6 +96,7 @@ def test_one_row_per_experiment_with_settings_and_metrics(tmp_path):
     assert "eval_loss_base" not in header and "training.seed" not in header
     same = next(line for line in markdown.splitlines() if line.startswith("- Same in every row: "))
     assert "eval_loss_base = 2.5000" in same and "training.seed = 1" in same and "lora.r" not in same
+    assert "pass@1_tuned" in header, "the tuned model's results stay columns, even when equal"
     assert "- eval_loss: computed on eval split: 8 records" in markdown
     assert "1.2500" in markdown and "n/a" in markdown
 
