@@ -3,12 +3,13 @@
 
 Loss: mean cross-entropy over the answer tokens of every eval record (the same tokens that training scores),
 and perplexity = exp(loss), with the token and record counts they were computed on.
-Generations, greedy, in batches (left-padded), each prompt rendered with the chat template's generation
-prompt: answers to each probe prompt (--generations) and to the first --reference-records eval records,
-written with their reference answers (--eval-answers) for score_answers.py. An answer stops at the chat
-template's end-of-turn token (found by rendering a conversation: the special token right after the
-assistant's text, e.g. <|im_end|> or <|end|>), at EOS, or after --max-new-tokens; it is decoded without
-special tokens, and hit_max_new_tokens says that it never stopped on its own.
+Generations, greedy, in batches of --generation-batch-size (left-padded), each prompt rendered with the chat
+template's generation prompt: answers to each probe prompt (--generations, at most --max-new-tokens) and to
+the first --reference-records eval records (at most --reference-max-new-tokens), written with their reference
+answers (--eval-answers) for score_answers.py. An answer stops at the chat template's end-of-turn token (found
+by rendering a conversation: the special token right after the assistant's text, e.g. <|im_end|> or
+<|end|>), at EOS, or at the token limit; it is decoded without special tokens, and hit_max_new_tokens says
+that it never stopped on its own. The model runs on the GPU when there is one.
 
 Example:
   python scripts/evaluate.py --model results/models/smollm2-135m-instruct \\
@@ -54,8 +55,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=16,
         help="answer the first N eval records (default: %(default)s)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="default: %(default)s")
-    parser.add_argument("--batch-size", type=int, default=8, help="eval records or prompts per batch")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="probe answers; default: %(default)s")
+    parser.add_argument(
+        "--reference-max-new-tokens", type=int, help="eval-record answers; default: --max-new-tokens"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="eval records per forward pass (loss)")
+    parser.add_argument(
+        "--generation-batch-size",
+        type=int,
+        default=1,
+        help="prompts answered together (default: %(default)s; on a CPU batching rarely pays: a batch runs "
+        "until its longest answer ends)",
+    )
     parser.add_argument("--max-length", type=int, default=2048, help="truncate scored sequences to this")
     parser.add_argument("--seed", type=int, default=42, help="torch seed (decoding is greedy)")
     add_log_argument(parser)
@@ -63,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_model(model_dir: str, adapter_dir: str | None):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -71,6 +83,8 @@ def load_model(model_dir: str, adapter_dir: str | None):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_dir)
+    if torch.cuda.is_available():
+        model.to("cuda")
     model.eval()
     return tokenizer, model
 
@@ -107,8 +121,9 @@ def answer_loss(tokenizer, model, records: list[dict], batch_size: int, max_leng
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
         mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch])
         with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-        shifted = labels[:, 1:]
+            output = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device))
+        logits = output.logits.float()
+        shifted = labels[:, 1:].to(logits.device)
         total_loss += torch.nn.functional.cross_entropy(
             logits[:, :-1].reshape(-1, logits.size(-1)),
             shifted.reshape(-1),
@@ -156,7 +171,9 @@ def generate(
     answers = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
-        encoded = tokenizer(batch, add_special_tokens=False, padding=True, return_tensors="pt")
+        encoded = tokenizer(batch, add_special_tokens=False, padding=True, return_tensors="pt").to(
+            model.device
+        )
         started = time.monotonic()
         with torch.no_grad():
             output = model.generate(
@@ -194,7 +211,7 @@ def probe_answers(
         )
         for probe in probes
     ]
-    answers = generate(tokenizer, model, prompts, args.max_new_tokens, args.batch_size, stops)
+    answers = generate(tokenizer, model, prompts, args.max_new_tokens, args.generation_batch_size, stops)
     return [{"prompt": probe, **answer} for probe, answer in zip(probes, answers, strict=True)]
 
 
@@ -204,7 +221,8 @@ def eval_answers(
     """Answers to the first records of the eval split, beside the reference (the last assistant turn)."""
     chosen = records[: args.reference_records]
     prompts = [record["prompt"] for record in chosen]
-    answers = generate(tokenizer, model, prompts, args.max_new_tokens, args.batch_size, stops)
+    limit = args.reference_max_new_tokens or args.max_new_tokens
+    answers = generate(tokenizer, model, prompts, limit, args.generation_batch_size, stops)
     return [
         {
             "id": record.get("id"),
@@ -251,8 +269,9 @@ def main(argv: list[str] | None = None) -> None:
         decoding={
             "strategy": "greedy",
             "max_new_tokens": args.max_new_tokens,
+            "reference_max_new_tokens": args.reference_max_new_tokens or args.max_new_tokens,
             "stop_tokens": tokenizer.convert_ids_to_tokens(stops),
-            "batch_size": args.batch_size,
+            "batch_size": args.generation_batch_size,
         },
         probes=len(generations),
         probes_hit_max_new_tokens=sum(g["hit_max_new_tokens"] for g in generations),

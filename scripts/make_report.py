@@ -98,11 +98,12 @@ def plot_curves(history: list[dict], path: str) -> None:
     plt.close(figure)
 
 
-def decoding_text(metrics: dict, code: bool = False) -> str:
+def decoding_text(metrics: dict, limit: str = "max_new_tokens", code: bool = False) -> str:
+    """How answers were decoded; `limit` names the max_new_tokens that applied (probes or eval records)."""
     decoding = metrics["decoding"]
     quote = "`" if code else ""
     stops = " / ".join(f"{quote}{token}{quote}" for token in decoding["stop_tokens"])
-    return f"{decoding['strategy']}, max_new_tokens {decoding['max_new_tokens']}, stop at {stops}"
+    return f"{decoding['strategy']}, max_new_tokens {decoding[limit]}, stop at {stops}"
 
 
 def metric_rows(metrics: dict[str, dict], scores: dict[str, dict], probes_file: str) -> list[dict]:
@@ -110,7 +111,7 @@ def metric_rows(metrics: dict[str, dict], scores: dict[str, dict], probes_file: 
     base, reference, code = metrics["base"], scores["base"]["reference"], scores["base"]["code"]
     greedy = decoding_text(base)
     eval_split = f"eval split: {base['records']} records, {base['answer_tokens']} answer tokens"
-    answered = f"first {reference['records']} eval records; {greedy}"
+    answered = f"first {reference['records']} eval records; {decoding_text(base, 'reference_max_new_tokens')}"
 
     def row(key: str, label: str, values: dict, computed_on: str) -> dict:
         both = [values[m] for m in MODELS]
@@ -146,7 +147,7 @@ def metric_rows(metrics: dict[str, dict], scores: dict[str, dict], probes_file: 
             "eval_hit_max",
             "eval answers that hit max_new_tokens",
             from_metrics("eval_answers_hit_max_new_tokens"),
-            f"{base['eval_answers']} eval answers; {greedy}",
+            f"{base['eval_answers']} eval answers; {decoding_text(base, 'reference_max_new_tokens')}",
         ),
         row(
             "probe_hit_max",
@@ -290,7 +291,8 @@ def build_markdown(
         "",
         f"- base: `{base['model']}`; tuned: the same plus the LoRA adapter `{metrics['tuned']['adapter']}`.",
         f"- Eval split `{base['eval_file']}` (sha256 `{base['eval_sha256'][:16]}…`), held out from training.",
-        f"- Decoding of every answer: {decoding_text(base, code=True)}; prompts rendered with the chat "
+        f"- Decoding: {decoding_text(base, code=True)} (probes); max_new_tokens "
+        f"{base['decoding']['reference_max_new_tokens']} for eval records; prompts rendered with the chat "
         "template's generation prompt.",
         "",
         *markdown_table(rows, ["metric", "base", "tuned", "difference", "computed_on"]),

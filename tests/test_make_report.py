@@ -36,6 +36,7 @@ def metrics(loss: float, hit: int, adapter: str | None) -> dict:
         "decoding": {
             "strategy": "greedy",
             "max_new_tokens": 16,
+            "reference_max_new_tokens": 12,
             "stop_tokens": ["<|im_end|>"],
             "batch_size": 8,
         },
@@ -174,7 +175,8 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
     assert float(rows["chrf"]["difference"]) == 30.0 and float(rows["pass@1"]["tuned"]) == 1.0
     assert int(rows["probe_hit_max"]["tuned"]) == 1 and int(rows["eval_hit_max"]["base"]) == 0
     assert rows["eval_loss"]["computed_on"] == "eval split: 10 records, 500 answer tokens"
-    assert rows["bleu"]["computed_on"].startswith("first 2 eval records; greedy, max_new_tokens 16, stop at")
+    assert rows["bleu"]["computed_on"].startswith("first 2 eval records; greedy, max_new_tokens 12, stop at")
+    assert "max_new_tokens 16" in rows["pass@1"]["computed_on"]
     assert "tok:zh" in rows["bleu"]["computed_on"]
     report = outputs["markdown"].read_text(encoding="utf-8")
     assert "| eval loss (answer tokens) | 2.5000 | 1.5000 | -1.0000 | eval split: 10 records" in report

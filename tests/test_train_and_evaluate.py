@@ -177,7 +177,8 @@ def test_evaluation_of_base_and_tuned(trained, tmp_path):
 
 
 def test_eval_answers_are_the_first_eval_records_beside_their_references(trained, tmp_path):
-    metrics, _ = evaluate(tmp_path, trained["model"], trained["eval"], "--batch-size", "2")
+    extra = ["--generation-batch-size", "2", "--reference-max-new-tokens", "5"]
+    metrics, _ = evaluate(tmp_path, trained["model"], trained["eval"], *extra)
     answers = list(read_jsonl(tmp_path / "eval_answers.jsonl"))
     records = list(read_jsonl(trained["eval"]))[:3]
     assert metrics["eval_answers"] == len(answers) == 3
@@ -185,6 +186,7 @@ def test_eval_answers_are_the_first_eval_records_beside_their_references(trained
     assert [a["reference"] for a in answers] == [r["messages"][-1]["content"] for r in records]
     assert [a["prompt"] for a in answers] == [r["messages"][-2]["content"] for r in records]
     assert metrics["eval_answers_hit_max_new_tokens"] == sum(a["hit_max_new_tokens"] for a in answers)
+    assert all(a["new_tokens"] <= 5 for a in answers) and metrics["decoding"]["reference_max_new_tokens"] == 5
 
 
 @pytest.mark.parametrize("architecture, end_of_turn", [("llama", "<|im_end|>"), ("phi3", "<|end|>")])

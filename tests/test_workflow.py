@@ -63,7 +63,9 @@ def tiny_recipe(base: str, model: Path, data: Path) -> dict:
         eval_steps=2,
         save_steps=2,
     )
-    recipe["evaluation"].update(max_new_tokens=8, max_length=128, reference_records=4)
+    recipe["evaluation"].update(
+        max_new_tokens=8, max_length=128, reference_records=4, reference_max_new_tokens=6
+    )
     return recipe
 
 
@@ -101,7 +103,7 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
     factorial = next(line for line in report.splitlines() if line.startswith("| 写一个Python函数计算阶乘 |"))
     assert factorial.count("/4 tests;") == 2
     assert "| pass@1 (code probes) |" in report and "| chrF |" in report and "| ROUGE-L F1 (x100) |" in report
-    assert "first 4 eval records; greedy, max_new_tokens 8" in report
+    assert "first 4 eval records; greedy, max_new_tokens 6" in report
     scores = json.loads((run / "eval" / "tuned" / "scores.json").read_text())
     assert scores["reference"]["records"] == 4 and scores["code"]["problems"] == 5
     assert len((run / "eval" / "base" / "eval_answers.jsonl").read_text().splitlines()) == 4
