@@ -9,6 +9,11 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# common.smk puts the interpreter running Snakemake first on PATH, for the rules' `python`.
+envvars:
+    "PATH",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"

@@ -17,8 +17,12 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
+from multiprocessing import get_context
 
-from common import add_log_argument, read_jsonl, setup_logging, write_jsonl
+import orjson
+
+from common import add_log_argument, atomic_path, json_line, setup_logging
 
 log = setup_logging("apply_chat_template")
 
@@ -30,6 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="model folder whose tokenizer has the chat template")
     parser.add_argument("--input", required=True, help="messages JSON Lines")
     parser.add_argument("--output", required=True, help="templated JSON Lines to write")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count(),
+        help="processes that render in parallel; the output order stays the input order (default: all cores)",
+    )
     add_log_argument(parser)
     return parser.parse_args(argv)
 
@@ -48,14 +58,46 @@ def render(tokenizer, record: dict) -> dict:
     return {**record, "text": text, "prompt": prompt, "completion": text[len(prompt) :]}
 
 
+# Records per task: large enough to amortise the hand-over between processes.
+CHUNK_RECORDS = 2000
+_tokenizer = None
+
+
+def load_tokenizer(model: str) -> None:
+    global _tokenizer
+    from transformers import AutoTokenizer
+
+    _tokenizer = AutoTokenizer.from_pretrained(model)
+
+
+def render_lines(lines: list[str]) -> str:
+    """Render a chunk of JSON Lines; parsing and serialising happen in the worker too."""
+    return "".join(json_line(render(_tokenizer, orjson.loads(line))) for line in lines if line.strip())
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging("apply_chat_template", args.log_file)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    count = write_jsonl(args.output, (render(tokenizer, record) for record in read_jsonl(args.input)))
-    log.info("Templated %d records into %s", count, args.output)
+    with open(args.input, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    chunks = [lines[start : start + CHUNK_RECORDS] for start in range(0, len(lines), CHUNK_RECORDS)]
+    workers = max(1, min(args.workers, len(chunks)))
+    load_tokenizer(args.model)
+    with atomic_path(args.output) as temporary, open(temporary, "w", encoding="utf-8") as out:
+        if workers == 1:
+            out.writelines(map(render_lines, chunks))
+        else:
+            # Forked workers share the loaded tokenizer; imap keeps the input order (deterministic output).
+            with get_context("fork").Pool(workers) as pool:
+                for done, chunk in enumerate(pool.imap(render_lines, chunks), start=1):
+                    out.write(chunk)
+                    log.info("templated %d/%d chunks", done, len(chunks))
+    log.info(
+        "Templated %d records into %s with %d worker(s)",
+        sum(1 for line in lines if line.strip()),
+        args.output,
+        workers,
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 # The recipe fixes the log format (RECIPE.md, step 1).
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -56,7 +58,12 @@ def sha256_text(text: str) -> str:
 
 def canonical_json(value: Any) -> str:
     """One stable text for a JSON value: sorted keys, no whitespace, real UTF-8."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+
+
+def json_line(record: Any) -> str:
+    """A record as one line of JSON Lines (compact, real UTF-8); orjson is several times faster than json."""
+    return orjson.dumps(record).decode("utf-8") + "\n"
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
@@ -66,8 +73,8 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError as error:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError as error:
                 raise ValueError(f"{path}: line {line_number}: invalid JSON: {error}") from error
 
 
@@ -118,7 +125,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     count = 0
     with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write(json_line(record))
             count += 1
     return count
 

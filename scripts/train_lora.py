@@ -255,6 +255,7 @@ def build_trainer(args: argparse.Namespace, checkpoint_dir: Path):
         save_steps=args.save_steps,
         save_total_limit=2,
         report_to="none",
+        include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=torch.cuda.is_available(),
         # Without an accelerator, say so: the trainer then runs bf16 on the CPU instead of refusing it.
         use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         trainer.save_model(str(folder))
     history = trainer.state.log_history
     write_history(args.history, history)
-    tokens = max((row.get("num_tokens", 0) for row in history), default=0)
+    tokens = trainer.state.num_input_tokens_seen  # non-padding tokens, resumed runs included
     write_json(
         args.summary,
         {

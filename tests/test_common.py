@@ -89,7 +89,7 @@ def test_write_jsonl_failure_leaves_nothing(tmp_path: Path) -> None:
         write_jsonl(tmp_path / "out.jsonl", records())
     assert listing(tmp_path) == []
     assert write_jsonl(tmp_path / "out.jsonl", iter([{"a": "é"}, {"b": 2}])) == 2
-    assert (tmp_path / "out.jsonl").read_text(encoding="utf-8") == '{"a": "é"}\n{"b": 2}\n'
+    assert (tmp_path / "out.jsonl").read_text(encoding="utf-8") == '{"a":"é"}\n{"b":2}\n'
 
 
 def test_write_json_failure_leaves_nothing(tmp_path: Path) -> None:

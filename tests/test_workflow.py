@@ -28,8 +28,7 @@ WORKFLOW_FILES = [
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # Rules call `python`: this interpreter's, as after `source .venv/bin/activate`.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True, env=env, timeout=900
     )

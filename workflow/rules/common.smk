@@ -3,8 +3,10 @@
 import copy
 import itertools
 import json
+import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import yaml
@@ -13,14 +15,23 @@ from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
 
+# Rules run `python`: make it the interpreter running Snakemake (the one with the pipeline's packages),
+# whether or not its environment is activated.
+os.environ["PATH"] = os.pathsep.join(
+    [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+)
 SCRIPTS = Path(workflow.basedir) / "scripts"
 RECIPE_SCHEMA = Path(workflow.basedir) / "workflow/schemas/recipe.schema.yaml"
 PROBES_SCHEMA = Path(workflow.basedir) / "workflow/schemas/probes.schema.yaml"
 
 
 def script_path(step):
-    """A step script, given to its rule as an input so that editing the script re-runs the step."""
-    return str(SCRIPTS / f"{step}.py")
+    """A step script, given to its rule as an input so that editing the script re-runs the step.
+
+    Relative to the working directory, so that a clone elsewhere (e.g. restored with `dvc pull`) records
+    the same input paths.
+    """
+    return os.path.relpath(SCRIPTS / f"{step}.py")
 
 
 def recipe_path(name):

@@ -51,6 +51,7 @@ rule apply_chat_template:
         part="train|eval",
     conda:
         "../../environment.yml"
+    threads: workflow.cores
     shell:
-        "python {input.script:q} --model {input.model:q}"
-        " --input {input.messages:q} --output {output:q} --log-file {log:q}"
+        "python {input.script:q} --model {input.model:q} --input {input.messages:q}"
+        " --output {output:q} --workers {threads} --log-file {log:q}"

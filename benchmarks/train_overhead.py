@@ -1,0 +1,217 @@
+#!/usr/bin/env python
+"""Benchmark 1: the pipeline's training step against a plain one-file TRL script (benchmarks/plain_sft.py).
+
+Same model, same train/eval records, same hyper-parameters and seed; the two run alternately, each as its own
+process, and the medians are compared. Both end with one evaluation on the eval split and save the adapter;
+the pipeline step also writes its history, summary and (when save_steps allows) checkpoints.
+
+Usage: python benchmarks/train_overhead.py [--runs 3] [--max-steps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+SAMPLE = ROOT / "data/raw/alpaca_zh_en_sample.json"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs of each, alternating")
+    parser.add_argument("--max-steps", type=int, default=8)
+    parser.add_argument("--model", default=str(ROOT / "results/models/smollm2-135m-instruct"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train_overhead.json"))
+    return parser.parse_args()
+
+
+def run(command: list) -> float:
+    started = time.perf_counter()
+    subprocess.run(list(map(str, command)), check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def prepare(folder: Path, model: str) -> dict[str, Path]:
+    """The pipeline's data steps, plus the same train/eval records as Alpaca files for the plain script."""
+    py = sys.executable
+    run(
+        [
+            py,
+            SCRIPTS / "alpaca_to_messages.py",
+            "--input",
+            SAMPLE,
+            "--output",
+            folder / "messages.jsonl",
+            "--rejects",
+            folder / "rejects.jsonl",
+            "--summary",
+            folder / "convert.json",
+        ]
+    )
+    run(
+        [
+            py,
+            SCRIPTS / "split_dataset.py",
+            "--input",
+            folder / "messages.jsonl",
+            "--train",
+            folder / "train.jsonl",
+            "--eval",
+            folder / "eval.jsonl",
+            "--summary",
+            folder / "split.json",
+            "--eval-size",
+            "32",
+            "--seed",
+            "42",
+        ]
+    )
+    records = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    paths = {}
+    for part in ("train", "eval"):
+        run(
+            [
+                py,
+                SCRIPTS / "apply_chat_template.py",
+                "--model",
+                model,
+                "--input",
+                folder / f"{part}.jsonl",
+                "--output",
+                folder / f"{part}.templated.jsonl",
+            ]
+        )
+        indices = [
+            json.loads(line)["source_index"] for line in open(folder / f"{part}.jsonl", encoding="utf-8")
+        ]
+        paths[f"{part}_alpaca"] = folder / f"{part}.alpaca.json"
+        paths[f"{part}_alpaca"].write_text(json.dumps([records[i] for i in indices], ensure_ascii=False))
+        paths[part] = folder / f"{part}.templated.jsonl"
+    return paths
+
+
+def main() -> None:
+    args = parse_args()
+    settings = {"max_steps": args.max_steps, "batch": 8, "max_length": 512, "lr": 3e-4, "r": 16, "alpha": 32}
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        data = prepare(folder, args.model)
+        pipeline = [
+            sys.executable,
+            SCRIPTS / "train_lora.py",
+            "--model",
+            args.model,
+            "--train",
+            data["train"],
+            "--eval",
+            data["eval"],
+            "--output-dir",
+            folder / "adapter",
+            "--history",
+            folder / "history.csv",
+            "--summary",
+            folder / "summary.json",
+            "--checkpoint-dir",
+            folder / "checkpoints",
+            "--max-steps",
+            args.max_steps,
+            "--per-device-train-batch-size",
+            8,
+            "--per-device-eval-batch-size",
+            8,
+            "--max-length",
+            512,
+            "--learning-rate",
+            3e-4,
+            "--lora-r",
+            16,
+            "--lora-alpha",
+            32,
+            "--lr-scheduler-type",
+            "cosine",
+            "--warmup-steps",
+            0.05,
+            "--no-packing",
+            "--no-bf16",
+            "--logging-steps",
+            4,
+            "--eval-steps",
+            0,
+            "--save-steps",
+            1000,
+            "--seed",
+            42,
+            "--train-sampling-strategy",
+            "group_by_length",
+        ]
+        plain = [
+            sys.executable,
+            ROOT / "benchmarks/plain_sft.py",
+            "--model",
+            args.model,
+            "--data",
+            data["train_alpaca"],
+            "--eval-data",
+            data["eval_alpaca"],
+            "--out",
+            folder / "plain",
+            "--max-steps",
+            args.max_steps,
+            "--group-by-length",
+            "--result",
+            folder / "plain.json",
+        ]
+        rows = []
+        for index in range(args.runs):
+            for name, command in (("pipeline", pipeline), ("plain", plain)):
+                seconds = run(command)
+                if name == "pipeline":
+                    summary = json.loads((folder / "summary.json").read_text())
+                    tokens, loop = summary["train_tokens"], summary["train_runtime_s"]
+                else:
+                    result = json.loads((folder / "plain.json").read_text())
+                    tokens, loop = result["tokens"], result["train_runtime_s"]
+                rows.append(
+                    {
+                        "run": index,
+                        "name": name,
+                        "wall_s": seconds,
+                        "tokens": tokens,
+                        "tokens_per_s": tokens / loop,
+                    }
+                )
+                print(f"run {index} {name:8s} {seconds:7.1f} s  {tokens / loop:6.1f} tokens/s", flush=True)
+    summary = {}
+    for name in ("pipeline", "plain"):
+        mine = [row for row in rows if row["name"] == name]
+        summary[name] = {
+            "wall_s": median(r["wall_s"] for r in mine),
+            "tokens_per_s": median(r["tokens_per_s"] for r in mine),
+            "tokens": mine[0]["tokens"],
+        }
+    ratio = summary["pipeline"]["wall_s"] / summary["plain"]["wall_s"]
+    report = {
+        "benchmark": "train_overhead",
+        "settings": settings,
+        "runs": rows,
+        "median": summary,
+        "time_ratio": ratio,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"time ratio pipeline/plain: {ratio:.3f} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
