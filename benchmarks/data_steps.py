@@ -4,7 +4,7 @@
 Generates an Alpaca-shaped file (52,002 records, as in Stanford Alpaca; lengths drawn from log-normal
 distributions with Alpaca's means; ~40% with an input), then times the pipeline's own scripts, each as the
 rule runs it (a separate process, model loading included):
-  convert   scripts/alpaca_to_messages.py
+  convert   scripts/convert_to_messages.py
   split     scripts/split_dataset.py
   template  scripts/apply_chat_template.py (train and eval) with the default model's tokenizer
 The floor of each step is reading and parsing its input plus writing the same number of bytes it wrote.
@@ -121,7 +121,7 @@ def main() -> None:
             "convert": (
                 [
                     python,
-                    SCRIPTS / "alpaca_to_messages.py",
+                    SCRIPTS / "convert_to_messages.py",
                     "--input",
                     raw,
                     "--output",

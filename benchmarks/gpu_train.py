@@ -108,7 +108,7 @@ def main() -> None:
         run(
             [
                 py,
-                ROOT / "scripts/alpaca_to_messages.py",
+                ROOT / "scripts/convert_to_messages.py",
                 "--input",
                 folder / "alpaca.json",
                 "--output",

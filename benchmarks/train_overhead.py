@@ -47,7 +47,7 @@ def prepare(folder: Path, model: str) -> dict[str, Path]:
     run(
         [
             py,
-            SCRIPTS / "alpaca_to_messages.py",
+            SCRIPTS / "convert_to_messages.py",
             "--input",
             SAMPLE,
             "--output",

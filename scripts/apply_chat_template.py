@@ -22,7 +22,7 @@ from multiprocessing import get_context
 
 import orjson
 
-from common import add_log_argument, atomic_path, json_line, setup_logging
+from common import add_log_argument, atomic_path, json_line, setup_logging, trusts_remote_code
 
 log = setup_logging("apply_chat_template")
 
@@ -67,7 +67,7 @@ def load_tokenizer(model: str) -> None:
     global _tokenizer
     from transformers import AutoTokenizer
 
-    _tokenizer = AutoTokenizer.from_pretrained(model)
+    _tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trusts_remote_code(model))
 
 
 def render_lines(lines: list[str]) -> str:

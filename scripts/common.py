@@ -143,6 +143,16 @@ def read_json(path: str | Path) -> Any:
         return json.load(handle)
 
 
+def trusts_remote_code(model_dir: str | Path) -> bool:
+    """Whether the recipe lets this model folder run its own code (`trust_remote_code`).
+
+    prepare_base_model.py records the recipe's choice in the folder's source.json; every later
+    `from_pretrained` passes it on. A folder without source.json is not trusted.
+    """
+    source = Path(model_dir) / "source.json"
+    return bool(source.is_file() and read_json(source).get("trust_remote_code") is True)
+
+
 def loss_pair(record: dict, eos_token: str | None) -> tuple[str, str]:
     """The (prompt, completion) texts that training and evaluation score.
 

@@ -31,6 +31,7 @@ from common import (
     read_jsonl,
     setup_logging,
     sha256_file,
+    trusts_remote_code,
     write_json,
     write_jsonl,
 )
@@ -77,8 +78,9 @@ def load_model(model_dir: str, adapter_dir: str | None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    trust = trusts_remote_code(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=trust)
     if adapter_dir:
         from peft import PeftModel
 

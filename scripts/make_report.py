@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='JSON {"recipe": the settings used, "overrides": {key: value}} when they differ from --recipe '
         "(a grid cell); default: the recipe file as it is",
     )
+    parser.add_argument("--manifest", help="the experiment's manifest.json, to link (not read)")
     add_log_argument(parser)
     return parser.parse_args(argv)
 
@@ -236,6 +237,21 @@ def eval_answer_rows(answers: dict[str, list[dict]], scores: dict[str, dict]) ->
     return rows
 
 
+def cleaning(converted: dict) -> list[str]:
+    """The data step's format and cleaning, with what each changed (older summaries have neither)."""
+    settings = converted.get("normalisations")
+    if not settings:
+        return []
+    trim = "on" if settings["trim_whitespace"] else "off"
+    return [
+        f"- Format {converted['format']} ({converted['format_chosen']}). Cleaning: trim_whitespace {trim} "
+        f"({converted['trimmed']} records trimmed), {len(settings['placeholder_inputs'])} placeholder "
+        f"inputs ({converted['placeholder_inputs_emptied']} emptied), drop_duplicates "
+        f"{settings['drop_duplicates']} ({converted['rejected_duplicate']} dropped); rejected records are "
+        "listed in `rejects.jsonl` with their reasons.",
+    ]
+
+
 def flatten(settings: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in settings.items():
@@ -282,11 +298,24 @@ def build_markdown(
     tokens_per_s = trained["train_tokens"] / trained["train_runtime_s"] if trained["train_runtime_s"] else 0
     curve = os.path.relpath(args.curve, Path(args.markdown).parent)
     changed = ", ".join(f"`{key}` = `{value}`" for key, value in overrides.items())
+    notices = []
+    if args.manifest:
+        manifest = os.path.relpath(args.manifest, Path(args.markdown).parent)
+        notices += [
+            f"Provenance: [manifest.json]({manifest}) (sha256 of inputs and outputs, versions, timings).",
+            "",
+        ]
+    if source["trust_remote_code"]:
+        notices += [
+            "> **trust_remote_code is on**: the base model's own code ran in every step that loaded it.",
+            "",
+        ]
     lines = [
         f"# Experiment `{args.experiment}`",
         "",
         recipe["description"].strip(),
         "",
+        *notices,
         "## Base vs tuned",
         "",
         f"- base: `{base['model']}`; tuned: the same plus the LoRA adapter `{metrics['tuned']['adapter']}`.",
@@ -306,6 +335,7 @@ def build_markdown(
         f"- Raw file `{converted['input']}` (sha256 `{converted['input_sha256'][:16]}…`): "
         f"{converted['read']} records read, {converted['kept']} kept, {converted['rejected']} rejected; "
         f"{converted['kept_with_input']} kept records have an `input`.",
+        *cleaning(converted),
         f"- Split (seed {split['seed']}, eval size {split['eval_size']:g}): "
         f"{split['train']} train, {split['eval']} eval.",
         "",

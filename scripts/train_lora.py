@@ -37,6 +37,7 @@ from common import (
     setup_logging,
     sha256_file,
     sha256_text,
+    trusts_remote_code,
     write_json,
 )
 
@@ -179,6 +180,11 @@ def progress_callback():
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.monotonic()
 
+        def on_step_end(self, args, state, control, **kwargs):
+            # Log the last step too, so the logged losses cover every step (see logged_train_loss).
+            if state.global_step >= state.max_steps:
+                control.should_log = True
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             shown = ", ".join(
                 f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
@@ -188,6 +194,20 @@ def progress_callback():
             log.info("step %d/%d (%.0fs): %s", state.global_step, state.max_steps, elapsed, shown)
 
     return LogProgress()
+
+
+def logged_train_loss(history: list[dict]) -> float:
+    """Mean training loss over all steps, from the logged losses (each the mean of the steps since the last).
+
+    Unlike the trainer's own `training_loss`, which covers only the steps run since the last resume, this is
+    the same whether or not the run was interrupted: the log history is restored from the checkpoint.
+    """
+    rows = [(row["step"], row["loss"]) for row in history if "loss" in row]
+    total, previous = 0.0, 0
+    for step, loss in rows:
+        total += loss * (step - previous)
+        previous = step
+    return total / previous if previous else float("nan")
 
 
 def last_evaluation(state) -> dict | None:
@@ -214,11 +234,12 @@ def build_trainer(args: argparse.Namespace, checkpoint_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    trust = trusts_remote_code(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trust)
     train_data = load_split(args.train, args.loss_on, tokenizer.eos_token)
     eval_data = load_split(args.eval, args.loss_on, tokenizer.eos_token)
     model = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32
+        args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32, trust_remote_code=trust
     )
     target_modules = args.target_modules[0] if args.target_modules == ["all-linear"] else args.target_modules
     peft_config = LoraConfig(
@@ -285,8 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     if resume_from:
         log.info("Resuming from checkpoint %s", resume_from)
     started = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
     final_eval = last_evaluation(trainer.state) or trainer.evaluate()
+    for adapter_config in trainer.model.peft_config.values():
+        # "all-linear" resolves to a set, saved in hash-seed order; sorted, the adapter files are repeatable.
+        if isinstance(adapter_config.target_modules, set):
+            adapter_config.target_modules = sorted(adapter_config.target_modules)
     with atomic_directory(args.output_dir) as folder:
         trainer.save_model(str(folder))
     history = trainer.state.log_history
@@ -298,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
             "settings_fingerprint": fingerprint,
             "resumed_from": resume_from,
             "global_step": trainer.state.global_step,
-            "train_loss": result.training_loss,
+            "train_loss": logged_train_loss(history),
             "final_eval_loss": final_eval.get("eval_loss"),
             "train_runtime_s": round(time.monotonic() - started, 2),
             "train_tokens": tokens,

@@ -35,6 +35,14 @@ def run_script(name: str, *args: str, check: bool = True) -> subprocess.Complete
     return result
 
 
+def git(folder: Path, *args: str) -> str:
+    """Run git in `folder` with a throwaway identity; return its output."""
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    return subprocess.run(
+        ["git", *identity, *args], cwd=folder, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 @pytest.fixture(scope="session")
 def sample_records() -> list[dict]:
     return json.loads(SAMPLE_DATA.read_text(encoding="utf-8"))

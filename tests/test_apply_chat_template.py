@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from alpaca_to_messages import convert
 from apply_chat_template import render
 from conftest import run_script
+from convert_to_messages import convert
 
 # What each tiny model's template (tests/tiny_models.py) puts before the answer.
 GENERATION_PROMPT = {"tiny_llama": "<|im_start|>assistant\n", "tiny_phi3": "<|assistant|>\n"}
@@ -35,9 +35,9 @@ def records(sample_records: list) -> list[dict]:
     """A few converted sample records, with and without an input, in both languages."""
     with_input = [r for r in sample_records if r["input"].strip()][:3]
     without_input = [r for r in sample_records if not r["input"].strip()][:3]
-    kept, rejected = convert(with_input + without_input, Path("sample"))
-    assert not rejected
-    return kept
+    converted = convert(with_input + without_input)
+    assert not converted.rejected
+    return converted.kept
 
 
 def write_lines(path: Path, lines: list[dict]) -> Path:

@@ -121,6 +121,17 @@ def report_arguments(tmp_path: Path) -> tuple[dict, dict]:
                 "kept": 11,
                 "rejected": 1,
                 "kept_with_input": 4,
+                "format": "alpaca",
+                "format_chosen": "configured",
+                "normalisations": {
+                    "trim_whitespace": True,
+                    "placeholder_inputs": ["No input"],
+                    "drop_duplicates": "exact",
+                    "max_record_chars": 0,
+                },
+                "trimmed": 3,
+                "placeholder_inputs_emptied": 2,
+                "rejected_duplicate": 1,
             },
         ),
         "split_summary": write(tmp_path / "s.json", {"seed": 3, "eval_size": 2, "train": 9, "eval": 2}),
@@ -162,7 +173,8 @@ def report_arguments(tmp_path: Path) -> tuple[dict, dict]:
 
 def make_report(inputs: dict, outputs: dict, *extra: str) -> None:
     arguments = [f"--{k.replace('_', '-')}={v}" for k, v in {**inputs, **outputs}.items()]
-    run_script("make_report.py", "--experiment", "demo", *arguments, *extra)
+    manifest = outputs["markdown"].parent.parent / "manifest.json"
+    run_script("make_report.py", "--experiment", "demo", *arguments, "--manifest", manifest, *extra)
 
 
 def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
@@ -184,7 +196,11 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
     assert "stop at `<|im_end|>`" in report and "<\\|im_end\\|>" in report, "pipes escaped in tables"
     assert "| 写阶乘 | fail (1/2 tests; failed) | pass (2/2 tests; passed) |" in report
     assert "12 records read, 11 kept, 1 rejected" in report
-    assert "trust_remote_code **on**" in report
+    assert "trust_remote_code **on**" in report and "> **trust_remote_code is on**" in report
+    assert "[manifest.json](../manifest.json)" in report
+    assert (
+        "(3 records trimmed), 1 placeholder inputs (2 emptied), drop_duplicates exact (1 dropped)" in report
+    )
     assert "base &lt;answer&gt;" in report and "tuned hi" in report and "ref b" in report
     assert "![training curves](loss_curve.png)" in report
     assert "learning_rate: 3.0e-4" in report, "the recipe used is embedded verbatim"

@@ -28,7 +28,7 @@ def sample_messages(tmp_path_factory) -> Path:
     """The bundled sample, converted by the pipeline's own first step."""
     folder = tmp_path_factory.mktemp("messages")
     run_script(
-        "alpaca_to_messages.py",
+        "convert_to_messages.py",
         "--input",
         SAMPLE_DATA,
         "--output",

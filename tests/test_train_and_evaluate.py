@@ -47,7 +47,7 @@ TRAIN_SETTINGS = [
 
 def templated_splits(folder: Path, model: Path, alpaca: Path) -> dict[str, Path]:
     run_script(
-        "alpaca_to_messages.py",
+        "convert_to_messages.py",
         "--input",
         alpaca,
         "--output",
@@ -249,33 +249,65 @@ def test_answer_tokens_are_the_completion_tokens(trained, tmp_path):
     assert metrics["answer_tokens"] == expected
 
 
-def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, small_alpaca):
-    # A wider model makes steps slow enough to stop the run after its first checkpoint.
-    model = build_tiny_model(tmp_path / "model", SAMPLE_DATA, "llama", hidden_size=256)
+# Columns of history.csv that depend on the run's content, not on its timing.
+HISTORY_COLUMNS = [
+    "step",
+    "epoch",
+    "loss",
+    "eval_loss",
+    "learning_rate",
+    "grad_norm",
+    "num_input_tokens_seen",
+]
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return [{key: row.get(key) for key in HISTORY_COLUMNS} for row in csv.DictReader(handle)]
+
+
+def test_interrupted_training_resumes_exactly(tmp_path, small_alpaca):
+    """Killed after a checkpoint and run again, training ends exactly where an uninterrupted run ends.
+
+    Same seed, same settings (LoRA dropout on, so the restored random state matters): the resumed run's
+    adapter file is byte-identical and every logged loss, learning rate and gradient norm is equal.
+    """
+    # Wide enough that the run is still training when the test sees the first checkpoint and kills it.
+    model = build_tiny_model(tmp_path / "model", SAMPLE_DATA, "llama", hidden_size=64)
     splits = templated_splits(tmp_path, model, small_alpaca)
-    settings = [*TRAIN_SETTINGS]
-    settings[settings.index("--max-steps") + 1] = "30"
+    settings = [*TRAIN_SETTINGS, "--lora-dropout", "0.1"]
+    settings[settings.index("--max-steps") + 1] = "8"
     settings[settings.index("--save-steps") + 1] = "2"
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_script("train_lora.py", *train_arguments(straight, model, splits, *settings))
+
     arguments = [
         sys.executable,
         str(SCRIPTS / "train_lora.py"),
-        *train_arguments(tmp_path, model, splits, *settings),
+        *train_arguments(resumed, model, splits, *settings),
     ]
     process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first_checkpoint = tmp_path / "checkpoints" / "checkpoint-2" / "checkpoint-complete.txt"
+    first_checkpoint = resumed / "checkpoints" / "checkpoint-2" / "checkpoint-complete.txt"
     deadline = time.monotonic() + 300
     while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert first_checkpoint.exists(), "the first run should have saved checkpoint-2"
-    assert not (tmp_path / "adapter").exists(), "an interrupted run must not leave an adapter"
+    assert not (resumed / "adapter").exists(), "an interrupted run must not leave an adapter"
+    assert not (resumed / "summary.json").exists()
 
-    result = run_script("train_lora.py", *train_arguments(tmp_path, model, splits, *settings))
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["resumed_from"] and "checkpoint-" in summary["resumed_from"]
-    assert summary["global_step"] == 30
+    result = run_script("train_lora.py", *train_arguments(resumed, model, splits, *settings))
     assert "Resuming from checkpoint" in result.stderr
+    after, before = (json.loads((folder / "summary.json").read_text()) for folder in (resumed, straight))
+    assert after["resumed_from"] and "checkpoint-" in after["resumed_from"]
+    assert before["resumed_from"] is None
+    for key in ("global_step", "final_eval_loss", "train_loss", "train_tokens", "settings_fingerprint"):
+        assert after[key] == before[key], key
+    assert after["global_step"] == 8
+    assert read_history(resumed / "history.csv") == read_history(straight / "history.csv")
+    adapter = Path("adapter") / "adapter_model.safetensors"
+    assert (resumed / adapter).read_bytes() == (straight / adapter).read_bytes()
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):

@@ -6,14 +6,17 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from common import sha256_file
+from conftest import ROOT, git
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 WORKFLOW_FILES = [
@@ -27,10 +30,20 @@ WORKFLOW_FILES = [
 ]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def workflow_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
+
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True, env=env, timeout=900
+        [SNAKEMAKE, "--cores", "2", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env or workflow_env(),
+        timeout=900,
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -113,7 +126,7 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
     assert (run / "report" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((finished_run / "results/data/small/convert_summary.json").read_text())
     assert summary["read"] == summary["kept"] + summary["rejected"] == 40
-    for step in ["alpaca_to_messages", "prepare_base_model", "train_lora", "evaluate.base", "make_report"]:
+    for step in ["convert_to_messages", "prepare_base_model", "train_lora", "evaluate.base", "make_report"]:
         logs = list((finished_run / "results" / "logs").rglob(f"{step}.log"))
         assert logs and " - INFO - " in logs[0].read_text(), f"no log for {step}"
 
@@ -236,7 +249,7 @@ def test_the_example_grid_runs_every_cell_and_summarizes_them(tmp_path, tiny_lla
     base = json.loads((results / cells[0] / "eval" / "base" / "metrics.json").read_text())
     base_scores = json.loads((results / cells[0] / "eval" / "base" / "scores.json").read_text())
     assert not any((results / cell / "eval" / "base").exists() for cell in cells[1:])
-    assert len(list((results / "logs").rglob("alpaca_to_messages.log"))) == 1
+    assert len(list((results / "logs").rglob("convert_to_messages.log"))) == 1
     for cell in cells:
         row = rows[cell]
         tuned = json.loads((results / cell / "eval" / "tuned" / "metrics.json").read_text())
@@ -265,3 +278,170 @@ def test_a_grid_on_a_setting_the_recipe_lacks_is_named(finished_run):
     result = snakemake(finished_run, "--dry-run", "--configfile", str(grid), check=False)
     assert result.returncode != 0
     assert "'lora.rank' is not a setting of" in result.stdout + result.stderr
+
+
+# ---- repeatability, provenance, secrets, bad data and interruption -------------------------------------
+
+FAKE_TOKEN = "hf_FakeTokenForTheLeakTest0123456789abcd"
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory, tiny_llama, small_alpaca) -> tuple[Path, str]:
+    """The finished run's experiment again, from a clean git work tree, with a (fake) Hub token set."""
+    recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, small_alpaca)
+    workdir = make_workdir(tmp_path_factory.mktemp("e2e-again"), {"tiny": recipe})
+    (workdir / ".gitignore").write_text("results/\n.snakemake/\n__pycache__/\n")
+    git(workdir, "init", "-q")
+    git(workdir, "add", ".")
+    git(workdir, "commit", "-q", "-m", "pipeline under test")
+    result = snakemake(workdir, env=workflow_env(HF_TOKEN=FAKE_TOKEN))
+    return workdir, result.stdout + result.stderr
+
+
+def test_two_runs_of_the_same_config_are_byte_identical(finished_run, second_run):
+    """Messages, split, templated text, the CPU-trained adapter and the greedy answers, byte for byte.
+
+    The adapter is compared as the safetensors file itself, not tensor by tensor: equal bytes mean equal
+    names, dtypes, shapes and values (safetensors writes no timestamps and orders tensors by name), and the
+    file is what a user ships.
+    """
+    workdir, _ = second_run
+    data = sorted((finished_run / "results" / "data" / "small").rglob("*.jsonl"))
+    adapter = sorted((finished_run / "results" / "tiny" / "train" / "adapter").iterdir())
+    answers = sorted((finished_run / "results" / "tiny" / "eval").rglob("generations.jsonl"))
+    names = {path.name for path in data + adapter}
+    assert {"messages.jsonl", "train.jsonl", "eval.jsonl", "train.templated.jsonl"} <= names
+    assert "adapter_model.safetensors" in names
+    for path in data + adapter + answers:
+        relative = path.relative_to(finished_run)
+        assert (workdir / relative).read_bytes() == path.read_bytes(), f"{relative} differs between runs"
+
+
+def test_manifest_hashes_every_input_and_output(second_run, small_alpaca, tiny_llama):
+    from importlib import metadata
+
+    workdir, _ = second_run
+    manifest = json.loads((workdir / "results/tiny/manifest.json").read_text(encoding="utf-8"))
+    produced = [
+        path
+        for folder in ("results/data/small", "results/models/tiny", "results/tiny")
+        for path in (workdir / folder).rglob("*")
+        if path.is_file() and path.name != "manifest.json"
+    ]
+    assert set(manifest["outputs"]) == {str(path.relative_to(workdir)) for path in produced}
+    for name, digest in manifest["outputs"].items():
+        assert sha256_file(workdir / name) == digest, name
+    assert manifest["inputs"][str(small_alpaca)] == sha256_file(small_alpaca)
+    assert manifest["inputs"]["config/recipes/tiny.yaml"] == sha256_file(workdir / "config/recipes/tiny.yaml")
+    scripts = {Path(name).name for name in manifest["inputs"] if name.endswith(".py")}
+    assert {"convert_to_messages.py", "train_lora.py", "common.py", "write_manifest.py"} <= scripts
+
+    written = yaml.safe_load((workdir / "config/recipes/tiny.yaml").read_text(encoding="utf-8"))
+    assert manifest["recipe"] == written, "the shipped recipe states every key, so resolved = written"
+    assert manifest["model"]["kind"] == "local" and manifest["model"]["path"] == str(tiny_llama)
+    assert manifest["model"]["trust_remote_code"] is False
+    assert manifest["code"] == {
+        "commit": git(workdir, "rev-parse", "HEAD"),
+        "dirty": False,
+        "changed_paths": 0,
+    }
+    versions = manifest["packages"]["distributions"]
+    for package in ("torch", "transformers", "trl", "peft", "snakemake"):
+        assert versions[package] == metadata.version(package)
+    steps = manifest["timings"]
+    assert len(steps) == 11 and all(step["seconds"] >= 0 for step in steps.values())
+    assert {"tiny/train_lora", "tiny/evaluate.base", "models/tiny/prepare_base_model"} <= set(steps)
+    assert {"tiny/score_answers.base", "tiny/score_answers.tuned"} <= set(steps)
+    report = (workdir / "results/tiny/report/report.md").read_text(encoding="utf-8")
+    assert "[manifest.json](../manifest.json)" in report
+
+
+def test_manifest_outside_git_says_so(finished_run):
+    manifest = json.loads((finished_run / "results/tiny/manifest.json").read_text(encoding="utf-8"))
+    assert manifest["code"]["commit"] is None and "not a git work tree" in manifest["code"]["note"]
+
+
+def test_older_recipes_get_the_data_defaults(second_run):
+    """A recipe without the data format and cleaning keys: schema defaults reach the step and manifest."""
+    workdir, _ = second_run
+    recipe_file = workdir / "config/recipes/tiny.yaml"
+    original = recipe_file.read_text(encoding="utf-8")
+    recipe = yaml.safe_load(original)
+    for key in ("format", "trim_whitespace", "placeholder_inputs", "drop_duplicates", "max_record_chars"):
+        del recipe["data"][key]
+    recipe_file.write_text(yaml.safe_dump(recipe, allow_unicode=True))
+    try:
+        planned = snakemake(workdir, "--dry-run", "--printshellcmds").stdout
+    finally:
+        recipe_file.write_text(original)
+    assert '"drop_duplicates": "none"' in planned and '"trim_whitespace": false' in planned
+    assert "--format auto" in planned and "--no-trim-whitespace" in planned
+
+
+def test_the_hub_token_never_reaches_a_file_or_the_console(second_run):
+    """HF_TOKEN is in the environment of every step; no log, output, report or manifest may hold it."""
+    workdir, console = second_run
+    secrets = [FAKE_TOKEN, FAKE_TOKEN[3:20]]
+    assert not any(secret in console for secret in secrets)
+    files = [path for path in workdir.rglob("*") if path.is_file()]
+    assert any(path.name == "manifest.json" for path in files) and any(
+        path.suffix == ".log" for path in files
+    )
+    for path in files:
+        content = path.read_bytes()
+        assert not any(secret.encode() in content for secret in secrets), f"{path} holds the token"
+
+
+def test_bad_data_stops_the_run_before_training(tmp_path, tiny_llama):
+    bad = ROOT / "tests" / "bad_inputs" / "missing_output.json"
+    workdir = make_workdir(tmp_path, {"bad": tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, bad)})
+    result = snakemake(workdir, check=False)
+    assert result.returncode != 0
+    expected = f"{bad}: record 1: field 'output': missing"
+    assert expected in result.stdout + result.stderr
+    assert expected in (workdir / "results/logs/data/small/convert_to_messages.log").read_text()
+    assert not (workdir / "results" / "bad").exists()
+    assert not list(workdir.rglob("train_lora.log")), "training must not have started"
+
+
+def test_a_step_killed_mid_write_leaves_nothing_trusted(tmp_path, tiny_llama):
+    """SIGKILL (no cleanup at all) while the conversion writes: no output appears; a rerun redoes the step."""
+    records = [
+        {"instruction": f"Describe town {i}.", "input": "", "output": f"Town {i} is small and quiet. " * 8}
+        for i in range(100_000)
+    ]
+    data = tmp_path / "big.json"
+    data.write_text(json.dumps(records), encoding="utf-8")
+    workdir = make_workdir(
+        tmp_path, {"big": tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, data)}
+    )
+    folder = workdir / "results" / "data" / "small"
+    target = "results/data/small/messages.jsonl"
+    process = subprocess.Popen(
+        [SNAKEMAKE, "--cores", "1", target],
+        cwd=workdir,
+        env=workflow_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while (
+        process.poll() is None and time.monotonic() < deadline and not list(folder.glob(".messages.jsonl.*"))
+    ):
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert list(folder.glob(".messages.jsonl.*")), (
+        "the kill should have come while messages.jsonl was written"
+    )
+    assert not (folder / "messages.jsonl").exists(), "a half-written output must never get its real name"
+    assert not (folder / "convert_summary.json").exists()
+
+    snakemake(workdir, "--unlock")  # a hard kill leaves Snakemake's lock behind
+    assert jobs_planned(workdir).get("convert_to_messages") == 1
+    snakemake(workdir, target)
+    summary = json.loads((folder / "convert_summary.json").read_text())
+    assert summary["read"] == summary["kept"] == len(records)
+    assert summary["output_sha256"] == sha256_file(folder / "messages.jsonl")
+    assert len((folder / "messages.jsonl").read_text(encoding="utf-8").splitlines()) == len(records)

@@ -83,12 +83,14 @@ def snakemake_has_nothing_to_do() -> tuple[bool, str]:
 def dag_files() -> tuple[list[str], list[str], list[str]]:
     """(outputs, logs, source inputs) of every job, from the job list of `snakemake --dry-run --forceall`.
 
-    The DAG itself, not Snakemake's metadata (which `--summary` reads and a fresh clone lacks).
+    The DAG itself, not Snakemake's metadata (which `--summary` reads and a fresh clone lacks). Benchmark
+    files count as outputs: they are written by the jobs, and the manifest step reads them.
     """
     plan = run("snakemake", "--cores", "1", "--dry-run", "--forceall", capture=True).stdout
     files: dict[str, set[str]] = {"input": set(), "output": set(), "log": set()}
     for line in plan.splitlines():
         key, _, value = line.strip().partition(": ")
+        key = "output" if key == "benchmark" else key
         if line.startswith("    ") and key in files:
             files[key].update(value.split(", "))
     if not files["output"]:

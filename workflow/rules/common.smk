@@ -214,6 +214,10 @@ for _recipe in EXPERIMENTS.values():
     load_probes(_recipe["evaluation"]["probes"])
 
 
+def all_manifests():
+    return [f"results/{name}/manifest.json" for name in EXPERIMENTS]
+
+
 # ---- input functions and parameters for the rules ------------------------------------------------------
 
 
@@ -221,8 +225,10 @@ def dataset_path(wildcards):
     return DATASETS[wildcards.dataset]["path"]
 
 
-def max_rejected_fraction(wildcards):
-    return DATASETS[wildcards.dataset]["max_rejected_fraction"]
+def conversion_flags(wildcards):
+    """The data section's format, tolerance and cleaning settings (defaults filled in by the schema)."""
+    settings = DATASETS[wildcards.dataset]
+    return cli_flags({k: v for k, v in settings.items() if k not in ("name", "path")})
 
 
 def split_settings(wildcards):
@@ -378,8 +384,76 @@ def summary_inputs(wildcards):
     }
 
 
+def under(folder, *names):
+    return [f"{folder}/{name}" for name in names]
+
+
+def manifest_inputs(wildcards):
+    """Every file one experiment read or wrote, by role, and the benchmark files of its steps."""
+    recipe = EXPERIMENTS[wildcards.experiment]
+    data = data_dir(recipe)
+    split_dir = f"{data}/{split_id(recipe)}"
+    run = f"results/{wildcards.experiment}"
+    # Benchmark files mirror the output layout below results/benchmarks/.
+    bench_split = split_dir.replace("results/", "results/benchmarks/", 1)
+    bench_run = f"results/benchmarks/{wildcards.experiment}"
+    # The base model's evaluation may be another experiment's (base_evaluation_owner).
+    bench_base = f"results/benchmarks/{base_evaluation_owner(wildcards.experiment)}"
+    model = recipe["model"]["name"]
+    return {
+        "sources": [
+            recipe["data"]["path"],
+            str(RECIPE_FILES[wildcards.experiment]),
+            probes_file(wildcards),
+            *(script_path(path.stem) for path in sorted(SCRIPTS.glob("*.py"))),
+        ],
+        "products": [
+            *under(data, "messages.jsonl", "rejects.jsonl", "convert_summary.json"),
+            *under(split_dir, "train.jsonl", "eval.jsonl", "split_summary.json"),
+            templated(recipe, "train"),
+            templated(recipe, "eval"),
+            model_dir(recipe),
+            *under(f"{run}/train", "adapter", "history.csv", "summary.json"),
+            *evaluation_outputs(wildcards.experiment).values(),
+            *under(
+                f"{run}/report",
+                "report.md",
+                "report.html",
+                "metrics.csv",
+                "loss_curve.png",
+            ),
+            *under(
+                f"{run}/report",
+                "generations.csv",
+                "eval_answers.csv",
+                "experiment.json",
+            ),
+        ],
+        "timings": [
+            f"results/benchmarks/data/{recipe['data']['name']}/convert_to_messages.tsv",
+            f"{bench_split}/split_dataset.tsv",
+            *under(
+                f"{bench_split}/{model}",
+                "apply_chat_template.train.tsv",
+                "apply_chat_template.eval.tsv",
+            ),
+            f"results/benchmarks/models/{model}/prepare_base_model.tsv",
+            *under(bench_run, "train_lora.tsv", "make_report.tsv"),
+            *under(bench_base, "evaluate.base.tsv", "score_answers.base.tsv"),
+            *under(bench_run, "evaluate.tuned.tsv", "score_answers.tuned.tsv"),
+        ],
+        "model": model_dir(recipe),
+    }
+
+
+def resolved_recipe(wildcards):
+    """The recipe as validated, schema defaults included: what the manifest records."""
+    recipe = EXPERIMENTS[wildcards.experiment]
+    return json.dumps(recipe, sort_keys=True, ensure_ascii=False)
+
+
 # Flags given once per value (--prompt a --prompt b); other lists are one flag with several values.
-REPEATED_FLAGS = {"prompt"}
+REPEATED_FLAGS = {"prompt", "placeholder_inputs"}
 
 
 def cli_flags(settings):

@@ -1,21 +1,23 @@
-rule alpaca_to_messages:
+rule convert_to_messages:
     input:
         raw=dataset_path,
-        script=script_path("alpaca_to_messages"),
+        script=script_path("convert_to_messages"),
     output:
         messages="results/data/{dataset}/messages.jsonl",
         rejects="results/data/{dataset}/rejects.jsonl",
         summary="results/data/{dataset}/convert_summary.json",
     log:
-        "results/logs/data/{dataset}/alpaca_to_messages.log",
+        "results/logs/data/{dataset}/convert_to_messages.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/convert_to_messages.tsv"
     conda:
         "../../environment.yml"
     params:
-        max_rejected_fraction=max_rejected_fraction,
+        settings=conversion_flags,
     shell:
         "python {input.script:q} --input {input.raw:q} --output {output.messages:q}"
         " --rejects {output.rejects:q} --summary {output.summary:q}"
-        " --max-rejected-fraction {params.max_rejected_fraction} --log-file {log:q}"
+        " {params.settings} --log-file {log:q}"
 
 
 rule split_dataset:
@@ -28,6 +30,8 @@ rule split_dataset:
         summary="results/data/{dataset}/{split}/split_summary.json",
     log:
         "results/logs/data/{dataset}/{split}/split_dataset.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/{split}/split_dataset.tsv"
     conda:
         "../../environment.yml"
     params:
@@ -47,6 +51,8 @@ rule apply_chat_template:
         "results/data/{dataset}/{split}/{model}/{part}.templated.jsonl",
     log:
         "results/logs/data/{dataset}/{split}/{model}/apply_chat_template.{part}.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/{split}/{model}/apply_chat_template.{part}.tsv"
     wildcard_constraints:
         part="train|eval",
     conda:

@@ -8,6 +8,8 @@ rule evaluate:
         eval_answers="results/{experiment}/eval/{which}/eval_answers.jsonl",
     log:
         "results/logs/{experiment}/evaluate.{which}.log",
+    benchmark:
+        "results/benchmarks/{experiment}/evaluate.{which}.tsv"
     conda:
         "../../environment.yml"
     threads: workflow.cores
@@ -34,6 +36,8 @@ rule score_answers:
         "results/{experiment}/eval/{which}/scores.json",
     log:
         "results/logs/{experiment}/score_answers.{which}.log",
+    benchmark:
+        "results/benchmarks/{experiment}/score_answers.{which}.tsv"
     conda:
         "../../environment.yml"
     params:

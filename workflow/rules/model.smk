@@ -5,6 +5,8 @@ rule prepare_base_model:
         directory("results/models/{model}"),
     log:
         "results/logs/models/{model}/prepare_base_model.log",
+    benchmark:
+        "results/benchmarks/models/{model}/prepare_base_model.tsv"
     conda:
         "../../environment.yml"
     threads: workflow.cores

@@ -37,10 +37,13 @@ rule report:
         experiment="results/{experiment}/report/experiment.json",
     log:
         "results/logs/{experiment}/make_report.log",
+    benchmark:
+        "results/benchmarks/{experiment}/make_report.tsv"
     conda:
         "../../environment.yml"
     params:
         settings=experiment_settings,
+        manifest="results/{experiment}/manifest.json",
     shell:
         "python {input.script:q} --experiment {wildcards.experiment:q}"
         " --recipe {input.recipe:q} --settings {params.settings:q}"
@@ -55,7 +58,7 @@ rule report:
         " --markdown {output.markdown:q} --html {output.html:q} --metrics-csv {output.metrics:q}"
         " --curve {output.curve:q} --generations-csv {output.generations:q}"
         " --eval-answers-csv {output.eval_answers:q} --experiment-json {output.experiment:q}"
-        " --log-file {log:q}"
+        " --manifest {params.manifest:q} --log-file {log:q}"
 
 
 rule summary:
@@ -84,6 +87,8 @@ rule summary:
         ),
     log:
         "results/logs/summary/make_summary.log",
+    benchmark:
+        "results/benchmarks/summary/make_summary.tsv"
     conda:
         "../../environment.yml"
     shell:

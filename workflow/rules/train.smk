@@ -8,6 +8,8 @@ rule train_lora:
         summary="results/{experiment}/train/summary.json",
     log:
         "results/logs/{experiment}/train_lora.log",
+    benchmark:
+        "results/benchmarks/{experiment}/train_lora.tsv"
     conda:
         "../../environment.yml"
     threads: workflow.cores
