@@ -48,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval", required=True, help="templated eval JSON Lines")
     parser.add_argument("--metrics", required=True, help="JSON metrics to write")
     parser.add_argument("--generations", required=True, help="JSON Lines of probe answers to write")
-    parser.add_argument("--eval-answers", required=True, help="JSON Lines of eval-record answers to write")
+    parser.add_argument(
+        "--eval-answers", help="JSON Lines of eval-record answers to write; without it none are generated"
+    )
     parser.add_argument("--prompt", action="append", default=[], help="probe prompt (repeatable)")
     parser.add_argument(
         "--reference-records",
@@ -259,8 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     stops = stop_token_ids(tokenizer, model)
     generations = probe_answers(tokenizer, model, args.prompt, args, stops)
     write_jsonl(args.generations, generations)
-    answers = eval_answers(tokenizer, model, records, args, stops)
-    write_jsonl(args.eval_answers, answers)
+    answers = []
+    if args.eval_answers:
+        answers = eval_answers(tokenizer, model, records, args, stops)
+        write_jsonl(args.eval_answers, answers)
     metrics.update(
         model=args.model,
         adapter=args.adapter,
@@ -283,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         generation_seconds=round(time.monotonic() - started, 2),
     )
     write_json(args.metrics, metrics)
-    log.info("Wrote %s, %s and %s", args.metrics, args.generations, args.eval_answers)
+    log.info("Wrote %s and %s", args.metrics, args.generations)
 
 
 if __name__ == "__main__":

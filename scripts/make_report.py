@@ -26,6 +26,22 @@ from common import add_log_argument, atomic_path, read_json, read_jsonl, setup_l
 log = setup_logging("make_report")
 
 MODELS = ("base", "tuned")
+# Columns of the CSV tables (a table without rows still has its header).
+METRIC_COLUMNS = ["key", "metric", "base", "tuned", "difference", "computed_on"]
+PROBE_COLUMNS = [
+    "prompt",
+    *MODELS,
+    *(f"{m}_tests" for m in MODELS),
+    *(f"{m}_hit_max_new_tokens" for m in MODELS),
+]
+EVAL_ANSWER_COLUMNS = [
+    "id",
+    "prompt",
+    "reference",
+    *MODELS,
+    *(f"{m}_chrf" for m in MODELS),
+    *(f"{m}_hit_max_new_tokens" for m in MODELS),
+]
 INPUTS = {
     "recipe": "recipe YAML file the experiment comes from",
     "model_source": "source.json of the base model folder",
@@ -159,9 +175,9 @@ def metric_rows(metrics: dict[str, dict], scores: dict[str, dict], probes_file: 
     ]
 
 
-def write_csv(path: str, rows: list[dict]) -> None:
+def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["empty"])
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -438,9 +454,9 @@ def main(argv: list[str] | None = None) -> None:
     probes = probe_rows(generations, tests)
     answer_rows = eval_answer_rows(answers, scores)
     plot_curves(read_history(args.history), args.curve)
-    write_csv(args.metrics_csv, rows)
-    write_csv(args.generations_csv, probes)
-    write_csv(args.eval_answers_csv, answer_rows)
+    write_csv(args.metrics_csv, rows, METRIC_COLUMNS)
+    write_csv(args.generations_csv, probes, PROBE_COLUMNS)
+    write_csv(args.eval_answers_csv, answer_rows, EVAL_ANSWER_COLUMNS)
     write_json(args.experiment_json, experiment_record(args, recipe, overrides))
     markdown = build_markdown(args, recipe, overrides, rows, probes, answer_rows, metrics)
     with atomic_path(args.markdown) as temporary:

@@ -232,3 +232,22 @@ def test_a_grid_cells_settings_are_reported(tmp_path):
     report = outputs["markdown"].read_text(encoding="utf-8")
     assert "grid cell changing `lora.r` = `4`" in report
     assert json.loads(outputs["experiment_json"].read_text())["settings"]["lora.r"] == 4
+
+
+def test_without_eval_answers_or_code_probes_the_metrics_say_n_a(tmp_path):
+    """reference_records 0 and a probe file without tests: the report still builds, saying n/a."""
+    from score_answers import code_scores, reference_scores
+
+    inputs, outputs = report_arguments(tmp_path)
+    empty = {"probes_file": "p.yaml", "reference": reference_scores([]), "code": code_scores([], [], 10, 512)}
+    for which in ("base", "tuned"):
+        inputs[f"{which}_scores"] = write(tmp_path / f"{which}-empty.json", empty)
+        inputs[f"{which}_eval_answers"] = write(tmp_path / f"{which}-none.jsonl", [])
+    make_report(inputs, outputs)
+    report = outputs["markdown"].read_text(encoding="utf-8")
+    assert "| chrF | n/a | n/a | n/a | first 0 eval records;" in report
+    assert "| pass@1 (code probes) | n/a | n/a | n/a | 0 probes with tests" in report
+    header = outputs["eval_answers_csv"].read_text().strip().split(",")
+    assert header[:5] == ["id", "prompt", "reference", "base", "tuned"], (
+        "a table without rows keeps its header"
+    )
