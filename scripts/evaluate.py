@@ -3,14 +3,20 @@
 
 Loss: mean cross-entropy over the answer tokens of every eval record (the same tokens that training scores),
 and perplexity = exp(loss), with the token and record counts they were computed on.
-Generations: greedy answers to each probe prompt, rendered with the chat template's generation prompt,
-stopping at the end-of-turn token or --max-new-tokens, decoded without special tokens.
+Generations, greedy, in batches of --generation-batch-size (left-padded), each prompt rendered with the chat
+template's generation prompt: answers to each probe prompt (--generations, at most --max-new-tokens) and to
+the first --reference-records eval records (at most --reference-max-new-tokens), written with their reference
+answers (--eval-answers) for score_answers.py. An answer stops at the chat template's end-of-turn token (found
+by rendering a conversation: the special token right after the assistant's text, e.g. <|im_end|> or
+<|end|>), at EOS, or at the token limit; it is decoded without special tokens, and hit_max_new_tokens says
+that it never stopped on its own. The model runs on the GPU when there is one.
 
 Example:
   python scripts/evaluate.py --model results/models/smollm2-135m-instruct \\
       --adapter results/exp/train/adapter \\
       --eval eval.templated.jsonl --prompt "写一个Python函数计算阶乘" --max-new-tokens 256 \\
-      --metrics metrics.json --generations generations.jsonl
+      --reference-records 16 --metrics metrics.json --generations generations.jsonl \\
+      --eval-answers eval_answers.jsonl
 """
 
 from __future__ import annotations
@@ -42,9 +48,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval", required=True, help="templated eval JSON Lines")
     parser.add_argument("--metrics", required=True, help="JSON metrics to write")
     parser.add_argument("--generations", required=True, help="JSON Lines of probe answers to write")
+    parser.add_argument(
+        "--eval-answers", help="JSON Lines of eval-record answers to write; without it none are generated"
+    )
     parser.add_argument("--prompt", action="append", default=[], help="probe prompt (repeatable)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="default: %(default)s")
-    parser.add_argument("--batch-size", type=int, default=8, help="eval records per forward pass")
+    parser.add_argument(
+        "--reference-records",
+        type=int,
+        default=16,
+        help="answer the first N eval records (default: %(default)s)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="probe answers; default: %(default)s")
+    parser.add_argument(
+        "--reference-max-new-tokens", type=int, help="eval-record answers; default: --max-new-tokens"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="eval records per forward pass (loss)")
+    parser.add_argument(
+        "--generation-batch-size",
+        type=int,
+        default=1,
+        help="prompts answered together (default: %(default)s; on a CPU batching rarely pays: a batch runs "
+        "until its longest answer ends)",
+    )
     parser.add_argument("--max-length", type=int, default=2048, help="truncate scored sequences to this")
     parser.add_argument("--seed", type=int, default=42, help="torch seed (decoding is greedy)")
     add_log_argument(parser)
@@ -52,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_model(model_dir: str, adapter_dir: str | None):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     trust = trusts_remote_code(model_dir)
@@ -61,6 +87,8 @@ def load_model(model_dir: str, adapter_dir: str | None):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_dir)
+    if torch.cuda.is_available():
+        model.to("cuda")
     model.eval()
     return tokenizer, model
 
@@ -97,8 +125,9 @@ def answer_loss(tokenizer, model, records: list[dict], batch_size: int, max_leng
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
         mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch])
         with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-        shifted = labels[:, 1:]
+            output = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device))
+        logits = output.logits.float()
+        shifted = labels[:, 1:].to(logits.device)
         total_loss += torch.nn.functional.cross_entropy(
             logits[:, :-1].reshape(-1, logits.size(-1)),
             shifted.reshape(-1),
@@ -118,14 +147,36 @@ def answer_loss(tokenizer, model, records: list[dict], batch_size: int, max_leng
     }
 
 
-def generate(tokenizer, model, prompts: list[str], max_new_tokens: int) -> list[dict]:
+def stop_token_ids(tokenizer, model) -> list[int]:
+    """The end-of-turn token of the chat template, then EOS and the model's own stop tokens."""
+    marker = "ANSWER-END-MARKER"
+    conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
+    rendered = tokenizer.apply_chat_template(conversation, tokenize=False)
+    after = tokenizer(rendered.split(marker, 1)[1], add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {
+        token_id for token_id, token in tokenizer.added_tokens_decoder.items() if token.special
+    }
+    configured = model.generation_config.eos_token_id
+    configured = configured if isinstance(configured, list) else [configured]
+    candidates = [*[t for t in after if t in special][:1], tokenizer.eos_token_id, *configured]
+    return list(dict.fromkeys(t for t in candidates if t is not None))
+
+
+def generate(
+    tokenizer, model, prompts: list[str], max_new_tokens: int, batch_size: int, stops: list[int]
+) -> list[dict]:
+    """Greedy answers to already templated prompts, each ending at the first of `stops`:
+    {answer, new_tokens, hit_max_new_tokens} (hit: no stop token within max_new_tokens)."""
     import torch
 
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
     answers = []
-    for index, prompt in enumerate(prompts, start=1):
-        messages = [{"role": "user", "content": prompt}]
-        encoded = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        encoded = tokenizer(batch, add_special_tokens=False, padding=True, return_tensors="pt").to(
+            model.device
         )
         started = time.monotonic()
         with torch.no_grad():
@@ -133,21 +184,58 @@ def generate(tokenizer, model, prompts: list[str], max_new_tokens: int) -> list[
                 **encoded,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
             )
-        new_tokens = output[0, encoded["input_ids"].shape[1] :]
-        answer = tokenizer.decode(new_tokens, skip_special_tokens=True)
-        seconds = time.monotonic() - started
-        log.info("probe %d/%d: %d new tokens in %.1fs", index, len(prompts), len(new_tokens), seconds)
-        answers.append(
-            {
-                "prompt": prompt,
-                "answer": answer,
-                "new_tokens": int(len(new_tokens)),
-                "hit_max_new_tokens": bool(len(new_tokens) >= max_new_tokens),
-            }
+        for row in output[:, encoded["input_ids"].shape[1] :].tolist():
+            stop = next((i for i, token in enumerate(row) if token in stops), None)
+            kept = row if stop is None else row[: stop + 1]
+            answers.append(
+                {
+                    "answer": tokenizer.decode(kept, skip_special_tokens=True),
+                    "new_tokens": len(kept),
+                    "hit_max_new_tokens": stop is None,
+                }
+            )
+        log.info(
+            "answered %d/%d prompts (%.1fs for this batch)",
+            len(answers),
+            len(prompts),
+            time.monotonic() - started,
         )
     return answers
+
+
+def probe_answers(
+    tokenizer, model, probes: list[str], args: argparse.Namespace, stops: list[int]
+) -> list[dict]:
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": probe}], tokenize=False, add_generation_prompt=True
+        )
+        for probe in probes
+    ]
+    answers = generate(tokenizer, model, prompts, args.max_new_tokens, args.generation_batch_size, stops)
+    return [{"prompt": probe, **answer} for probe, answer in zip(probes, answers, strict=True)]
+
+
+def eval_answers(
+    tokenizer, model, records: list[dict], args: argparse.Namespace, stops: list[int]
+) -> list[dict]:
+    """Answers to the first records of the eval split, beside the reference (the last assistant turn)."""
+    chosen = records[: args.reference_records]
+    prompts = [record["prompt"] for record in chosen]
+    limit = args.reference_max_new_tokens or args.max_new_tokens
+    answers = generate(tokenizer, model, prompts, limit, args.generation_batch_size, stops)
+    return [
+        {
+            "id": record.get("id"),
+            "prompt": record["messages"][-2]["content"],
+            "reference": record["messages"][-1]["content"],
+            **answer,
+        }
+        for record, answer in zip(chosen, answers, strict=True)
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,8 +256,15 @@ def main(argv: list[str] | None = None) -> None:
         metrics["perplexity"],
         metrics["answer_tokens"],
     )
-    generations = generate(tokenizer, model, args.prompt, args.max_new_tokens)
+    loss_seconds = time.monotonic() - started
+    started = time.monotonic()
+    stops = stop_token_ids(tokenizer, model)
+    generations = probe_answers(tokenizer, model, args.prompt, args, stops)
     write_jsonl(args.generations, generations)
+    answers = []
+    if args.eval_answers:
+        answers = eval_answers(tokenizer, model, records, args, stops)
+        write_jsonl(args.eval_answers, answers)
     metrics.update(
         model=args.model,
         adapter=args.adapter,
@@ -177,10 +272,19 @@ def main(argv: list[str] | None = None) -> None:
         eval_file=args.eval,
         eval_sha256=sha256_file(args.eval),
         split="eval",
-        decoding={"strategy": "greedy", "max_new_tokens": args.max_new_tokens},
+        decoding={
+            "strategy": "greedy",
+            "max_new_tokens": args.max_new_tokens,
+            "reference_max_new_tokens": args.reference_max_new_tokens or args.max_new_tokens,
+            "stop_tokens": tokenizer.convert_ids_to_tokens(stops),
+            "batch_size": args.generation_batch_size,
+        },
         probes=len(generations),
         probes_hit_max_new_tokens=sum(g["hit_max_new_tokens"] for g in generations),
-        seconds=round(time.monotonic() - started, 2),
+        eval_answers=len(answers),
+        eval_answers_hit_max_new_tokens=sum(a["hit_max_new_tokens"] for a in answers),
+        seconds=round(loss_seconds, 2),
+        generation_seconds=round(time.monotonic() - started, 2),
     )
     write_json(args.metrics, metrics)
     log.info("Wrote %s and %s", args.metrics, args.generations)

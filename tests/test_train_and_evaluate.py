@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from common import read_jsonl
 from conftest import SAMPLE_DATA, SCRIPTS, run_script
 from tiny_models import build_tiny_model
 
@@ -126,6 +127,10 @@ def evaluate(folder: Path, model: Path, eval_file: Path, *extra: str) -> tuple[d
         metrics,
         "--generations",
         generations,
+        "--eval-answers",
+        folder / "eval_answers.jsonl",
+        "--reference-records",
+        "3",
         "--prompt",
         "写一个Python函数计算阶乘",
         "--prompt",
@@ -168,6 +173,47 @@ def test_evaluation_of_base_and_tuned(trained, tmp_path):
     assert [answer["prompt"] for answer in base_answers] == ["写一个Python函数计算阶乘", "Add 2 and 3."]
     assert all(answer["new_tokens"] <= 12 for answer in base_answers)
     assert base["probes_hit_max_new_tokens"] == sum(a["hit_max_new_tokens"] for a in base_answers)
+    assert base["decoding"]["stop_tokens"][0] == "<|im_end|>"
+
+
+def test_eval_answers_are_the_first_eval_records_beside_their_references(trained, tmp_path):
+    extra = ["--generation-batch-size", "2", "--reference-max-new-tokens", "5"]
+    metrics, _ = evaluate(tmp_path, trained["model"], trained["eval"], *extra)
+    answers = list(read_jsonl(tmp_path / "eval_answers.jsonl"))
+    records = list(read_jsonl(trained["eval"]))[:3]
+    assert metrics["eval_answers"] == len(answers) == 3
+    assert [a["id"] for a in answers] == [r["id"] for r in records]
+    assert [a["reference"] for a in answers] == [r["messages"][-1]["content"] for r in records]
+    assert [a["prompt"] for a in answers] == [r["messages"][-2]["content"] for r in records]
+    assert metrics["eval_answers_hit_max_new_tokens"] == sum(a["hit_max_new_tokens"] for a in answers)
+    assert all(a["new_tokens"] <= 5 for a in answers) and metrics["decoding"]["reference_max_new_tokens"] == 5
+
+
+@pytest.mark.parametrize("architecture, end_of_turn", [("llama", "<|im_end|>"), ("phi3", "<|end|>")])
+def test_answers_stop_at_the_chat_templates_end_of_turn(architecture, end_of_turn, request):
+    """Phi-3's end of turn (<|end|>) is not its EOS token (<|endoftext|>): both must stop an answer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import evaluate as step
+
+    folder = request.getfixturevalue(f"tiny_{architecture}")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    stops = step.stop_token_ids(tokenizer, model)
+    assert tokenizer.convert_ids_to_tokens(stops)[0] == end_of_turn
+    assert tokenizer.eos_token_id in stops
+
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "写一个Python函数计算阶乘"}], tokenize=False, add_generation_prompt=True
+    )
+    free = step.generate(tokenizer, model, [prompt], max_new_tokens=6, batch_size=1, stops=[-1])[0]
+    assert free["hit_max_new_tokens"] and free["new_tokens"] == 6
+    # Make the third greedy token a stop token: the answer must end there, and not count as cut off.
+    encoded = tokenizer([prompt], add_special_tokens=False, return_tensors="pt")
+    output = model.generate(**encoded, max_new_tokens=6, do_sample=False, eos_token_id=[-1])
+    third = output[0, encoded["input_ids"].shape[1] + 2].item()
+    stopped = step.generate(tokenizer, model, [prompt], max_new_tokens=6, batch_size=1, stops=[third])[0]
+    assert not stopped["hit_max_new_tokens"] and stopped["new_tokens"] <= 3
 
 
 def test_evaluation_loss_matches_the_trainers_eval_loss(trained, tmp_path):

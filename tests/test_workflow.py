@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -74,7 +75,9 @@ def tiny_recipe(base: str, model: Path, data: Path) -> dict:
         eval_steps=2,
         save_steps=2,
     )
-    recipe["evaluation"].update(max_new_tokens=8, max_length=128)
+    recipe["evaluation"].update(
+        max_new_tokens=8, max_length=128, reference_records=4, reference_max_new_tokens=6
+    )
     return recipe
 
 
@@ -108,6 +111,18 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
     tuned = json.loads((run / "eval" / "tuned" / "metrics.json").read_text())
     assert f"{base['eval_loss']:.4f}" in report and f"{tuned['eval_loss']:.4f}" in report
     assert "写一个Python函数计算阶乘" in report
+    # The factorial question's test result for both models, and the metrics with what they were computed on.
+    factorial = next(line for line in report.splitlines() if line.startswith("| 写一个Python函数计算阶乘 |"))
+    assert factorial.count("/4 tests;") == 2
+    assert "| pass@1 (code probes) |" in report and "| chrF |" in report and "| ROUGE-L F1 (x100) |" in report
+    assert "first 4 eval records; greedy, max_new_tokens 6" in report
+    scores = json.loads((run / "eval" / "tuned" / "scores.json").read_text())
+    assert scores["reference"]["records"] == 4 and scores["code"]["problems"] == 5
+    assert len((run / "eval" / "base" / "eval_answers.jsonl").read_text().splitlines()) == 4
+    page = (run / "report" / "report.html").read_text(encoding="utf-8")
+    assert "pass@1" in page and "data:image/png;base64," in page
+    summary = (finished_run / "results" / "summary" / "summary.csv").read_text().splitlines()
+    assert len(summary) == 2 and summary[1].startswith("tiny,")
     assert (run / "report" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((finished_run / "results/data/small/convert_summary.json").read_text())
     assert summary["read"] == summary["kept"] + summary["rejected"] == 40
@@ -134,9 +149,38 @@ def test_changing_an_evaluation_setting_reruns_evaluation_not_training(finished_
         recipe_file.write_text(original)
 
 
+def test_editing_a_probes_tests_rescores_without_generating_again(finished_run):
+    probes_file = finished_run / "config" / "probes.yaml"
+    original = probes_file.read_text(encoding="utf-8")
+    probes = yaml.safe_load(original)
+    probes["probes"][0]["tests"].append("assert factorial(3) == 6")
+    probes_file.write_text(yaml.safe_dump(probes, allow_unicode=True), encoding="utf-8")
+    try:
+        planned = jobs_planned(finished_run)
+    finally:
+        probes_file.write_text(original, encoding="utf-8")
+    assert planned.get("score_answers") == 2 and planned.get("report") == 1 and planned.get("summary") == 1
+    assert "evaluate" not in planned
+
+
+def test_a_bad_probe_file_stops_before_any_job(finished_run):
+    probes_file = finished_run / "config" / "probes.yaml"
+    original = probes_file.read_text(encoding="utf-8")
+    probes_file.write_text(original.replace("- assert factorial(0) == 1", "- factorial(0) == 1", 1))
+    try:
+        result = snakemake(finished_run, "--dry-run", check=False)
+    finally:
+        probes_file.write_text(original, encoding="utf-8")
+    assert result.returncode != 0
+    assert "probes.yaml" in result.stdout + result.stderr and "assert" in result.stdout + result.stderr
+
+
 def test_html_report(finished_run):
     snakemake(finished_run, "--report", "results/report.html")
-    assert (finished_run / "results" / "report.html").stat().st_size > 10_000
+    page = (finished_run / "results" / "report.html").read_text(encoding="utf-8")
+    assert len(page) > 10_000
+    for shown in ("report.html", "metrics.csv", "loss_curve.png", "eval_answers.csv", "summary.tex"):
+        assert shown in page, shown
 
 
 def test_a_bad_recipe_value_stops_before_any_job(finished_run):
@@ -182,6 +226,58 @@ def test_the_recipe_as_written_runs_on_a_tiny_phi3(tmp_path, tiny_phi3, small_al
     adapter = json.loads((workdir / "results/phi/train/adapter/adapter_config.json").read_text())
     assert adapter["r"] == 16 and adapter["lora_alpha"] == 32
     assert (workdir / "results/phi/report/report.md").exists()
+
+
+def test_the_example_grid_runs_every_cell_and_summarizes_them(tmp_path, tiny_llama, small_alpaca):
+    """config/grid-example.yaml as shipped, with the tiny model in place of the embedded default's."""
+    recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, small_alpaca)
+    recipe["training"].update(max_steps=2, eval_steps=0)
+    workdir = make_workdir(tmp_path, {"smollm2-135m-alpaca-sample": recipe})
+    snakemake(workdir, "--configfile", "config/grid-example.yaml")
+
+    grid = yaml.safe_load((ROOT / "config" / "grid-example.yaml").read_text())["grids"][0]
+    cells = [
+        f"smollm2-135m-alpaca-sample--lora.r={r}--training.seed={seed}"
+        for r in grid["vary"]["lora.r"]
+        for seed in grid["vary"]["training.seed"]
+    ]
+    results = workdir / "results"
+    with open(results / "summary" / "summary.csv", newline="") as handle:
+        rows = {row["experiment"]: row for row in csv.DictReader(handle)}
+    assert sorted(rows) == sorted(cells) and len(cells) == 4
+    # The base model is evaluated once for all cells; the data steps ran once.
+    base = json.loads((results / cells[0] / "eval" / "base" / "metrics.json").read_text())
+    base_scores = json.loads((results / cells[0] / "eval" / "base" / "scores.json").read_text())
+    assert not any((results / cell / "eval" / "base").exists() for cell in cells[1:])
+    assert len(list((results / "logs").rglob("convert_to_messages.log"))) == 1
+    for cell in cells:
+        row = rows[cell]
+        tuned = json.loads((results / cell / "eval" / "tuned" / "metrics.json").read_text())
+        scores = json.loads((results / cell / "eval" / "tuned" / "scores.json").read_text())
+        adapter = json.loads((results / cell / "train" / "adapter" / "adapter_config.json").read_text())
+        assert int(row["lora.r"]) == adapter["r"] == int(cell.split("lora.r=")[1].split("--")[0])
+        assert row["training.seed"] == cell.rsplit("=", 1)[1]
+        assert float(row["eval_loss_tuned"]) == tuned["eval_loss"]
+        assert float(row["perplexity_tuned"]) == tuned["perplexity"]
+        assert float(row["eval_loss_base"]) == base["eval_loss"]
+        assert float(row["chrf_tuned"]) == scores["reference"]["chrf"]
+        assert float(row["bleu_tuned"]) == scores["reference"]["bleu"]
+        assert float(row["rougeL_base"]) == base_scores["reference"]["rougeL"]
+        assert float(row["pass@1_tuned"]) == scores["code"]["pass@1"]
+        assert int(row["eval_hit_max_tuned"]) == tuned["eval_answers_hit_max_new_tokens"]
+        assert int(row["optimizer_steps"]) == 2
+    # The seeds matter: two cells of the same rank end with different adapters.
+    first, second = (results / cells[0] / "train/adapter/adapter_model.safetensors", results / cells[1])
+    assert first.read_bytes() != (second / "train/adapter/adapter_model.safetensors").read_bytes()
+    assert "-{}-lora.r=4-{}-training.seed=1" in (results / "summary" / "summary.tex").read_text()
+
+
+def test_a_grid_on_a_setting_the_recipe_lacks_is_named(finished_run):
+    grid = finished_run / "config" / "bad-grid.yaml"
+    grid.write_text(yaml.safe_dump({"grids": [{"recipe": "tiny", "vary": {"lora.rank": [2, 4]}}]}))
+    result = snakemake(finished_run, "--dry-run", "--configfile", str(grid), check=False)
+    assert result.returncode != 0
+    assert "'lora.rank' is not a setting of" in result.stdout + result.stderr
 
 
 # ---- repeatability, provenance, secrets, bad data and interruption -------------------------------------
@@ -253,8 +349,9 @@ def test_manifest_hashes_every_input_and_output(second_run, small_alpaca, tiny_l
     for package in ("torch", "transformers", "trl", "peft", "snakemake"):
         assert versions[package] == metadata.version(package)
     steps = manifest["timings"]
-    assert len(steps) == 9 and all(step["seconds"] >= 0 for step in steps.values())
+    assert len(steps) == 11 and all(step["seconds"] >= 0 for step in steps.values())
     assert {"tiny/train_lora", "tiny/evaluate.base", "models/tiny/prepare_base_model"} <= set(steps)
+    assert {"tiny/score_answers.base", "tiny/score_answers.tuned"} <= set(steps)
     report = (workdir / "results/tiny/report/report.md").read_text(encoding="utf-8")
     assert "[manifest.json](../manifest.json)" in report
 

@@ -115,9 +115,10 @@ def plot_properties(path: str) -> dict | None:
 
 
 def pipeline_definition(config_file: Path = Path("config/config.yaml")) -> dict:
-    """dvc.yaml's content for the experiments config/config.yaml lists."""
+    """dvc.yaml's content for the experiments and grids config/config.yaml lists."""
     config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-    recipes = [f"{config['recipes_dir']}/{name}.yaml" for name in config["experiments"]]
+    names = config["experiments"] + [grid["recipe"] for grid in config.get("grids", [])]
+    recipes = [f"{config['recipes_dir']}/{name}.yaml" for name in dict.fromkeys(names)]
     outputs, logs, sources = dag_files()
     in_code = [
         path for path in sources if any(path == dep or path.startswith(f"{dep}/") for dep in CODE_DEPS)

@@ -1,7 +1,10 @@
 """Config loading and validation, experiment expansion, and path helpers for the rules."""
 
+import copy
+import itertools
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -19,6 +22,7 @@ os.environ["PATH"] = os.pathsep.join(
 )
 SCRIPTS = Path(workflow.basedir) / "scripts"
 RECIPE_SCHEMA = Path(workflow.basedir) / "workflow/schemas/recipe.schema.yaml"
+PROBES_SCHEMA = Path(workflow.basedir) / "workflow/schemas/probes.schema.yaml"
 
 
 def all_cores():
@@ -58,7 +62,76 @@ def load_recipe(name):
     return recipe
 
 
-EXPERIMENTS = {name: load_recipe(name) for name in config["experiments"]}
+# ---- experiment grids: one experiment per cell of a product of recipe settings ---------------------------
+
+
+def grid_value_text(value):
+    """A setting's value as it reads in a cell name: 8, 0.0003, true, q_proj+v_proj."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "+".join(map(str, value))
+    return str(value)
+
+
+def setting_parent(recipe, key, grid):
+    """The dict holding a dotted setting (lora.r -> recipe["lora"]); the setting must exist."""
+    *parents, last = key.split(".")
+    node = recipe
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or last not in node:
+        raise WorkflowError(
+            f"grid on {grid['recipe']!r}: {key!r} is not a setting of {recipe_path(grid['recipe'])}"
+        )
+    return node
+
+
+def grid_cells(grid):
+    """Yield (name, recipe, overrides) for every cell of one grid: <recipe>--<key>=<value>--..."""
+    base = load_recipe(grid["recipe"])
+    keys = list(grid["vary"])
+    for values in itertools.product(*grid["vary"].values()):
+        overrides = dict(zip(keys, values))
+        name = "--".join(
+            [grid["recipe"]]
+            + [f"{key}={grid_value_text(value)}" for key, value in overrides.items()]
+        )
+        recipe = copy.deepcopy(base)
+        for key, value in overrides.items():
+            setting_parent(recipe, key, grid)[key.rsplit(".", 1)[-1]] = value
+        recipe["description"] = (
+            f"{base['description'].strip()}\nGrid cell: "
+            + ", ".join(f"{key} = {grid_value_text(v)}" for key, v in overrides.items())
+        )
+        try:
+            validate(recipe, str(RECIPE_SCHEMA))
+        except WorkflowError as error:
+            raise WorkflowError(f"grid cell {name} is invalid:\n{error}") from None
+        yield name, recipe, overrides
+
+
+def all_experiments():
+    """Experiments by name: the listed recipes, then every grid cell.
+
+    Also returns, per experiment, the recipe file it comes from and the settings a grid cell changes in it.
+    """
+    experiments = {name: load_recipe(name) for name in config["experiments"]}
+    files = {name: recipe_path(name) for name in experiments}
+    overrides = {name: {} for name in experiments}
+    for grid in config.get("grids", []):
+        for name, recipe, changed in grid_cells(grid):
+            if name in experiments:
+                raise WorkflowError(
+                    f"experiment {name} is declared twice (in experiments or in two grids)"
+                )
+            experiments[name] = recipe
+            files[name] = recipe_path(grid["recipe"])
+            overrides[name] = changed
+    return experiments, files, overrides
+
+
+EXPERIMENTS, RECIPE_FILES, OVERRIDES = all_experiments()
 
 
 def shared_by_name(section):
@@ -69,8 +142,9 @@ def shared_by_name(section):
         first = seen.setdefault(settings["name"], (experiment, settings))
         if first[1] != settings:
             raise WorkflowError(
-                f"{section} {settings['name']!r} is defined differently in {recipe_path(first[0])} and "
-                f"{recipe_path(experiment)}; make the two the same or give one of them another name"
+                f"{section} {settings['name']!r} is defined differently in experiments {first[0]} and "
+                f"{experiment} ({RECIPE_FILES[first[0]]}, {RECIPE_FILES[experiment]}); make the two the "
+                "same or give one of them another name"
             )
     return {name: settings for name, (_, settings) in seen.items()}
 
@@ -85,7 +159,7 @@ def split_id(recipe):
 
 
 def alternatives(names):
-    return "|".join(sorted({name.replace(".", r"\.") for name in names}))
+    return "|".join(sorted({re.escape(name) for name in names}))
 
 
 wildcard_constraints:
@@ -111,8 +185,45 @@ def model_dir(recipe):
     return f"results/models/{recipe['model']['name']}"
 
 
+SUMMARY = {
+    part: f"results/summary/summary.{part}" for part in ("csv", "md", "tex", "html")
+}
+
+
 def all_reports():
-    return [f"results/{name}/report/report.md" for name in EXPERIMENTS]
+    """Every experiment's report and the summary table across experiments."""
+    return [f"results/{name}/report/report.md" for name in EXPERIMENTS] + list(
+        SUMMARY.values()
+    )
+
+
+# ---- probe files -----------------------------------------------------------------------------------------
+
+PROBES = {}
+
+
+def load_probes(path):
+    """A probe file's probes, validated once; a bad file stops the run before any job."""
+    if path not in PROBES:
+        if not Path(path).is_file():
+            raise WorkflowError(f"probe file {path} does not exist")
+        probes = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        try:
+            validate(probes, str(PROBES_SCHEMA))
+        except WorkflowError as error:
+            raise WorkflowError(f"probe file {path} is invalid:\n{error}") from None
+        for key in ("id", "prompt"):
+            values = [probe[key] for probe in probes["probes"]]
+            if len(set(values)) != len(values):
+                raise WorkflowError(
+                    f"probe file {path}: two probes have the same {key}"
+                )
+        PROBES[path] = probes["probes"]
+    return PROBES[path]
+
+
+for _recipe in EXPERIMENTS.values():
+    load_probes(_recipe["evaluation"]["probes"])
 
 
 def all_manifests():
@@ -173,10 +284,28 @@ def training_flags(wildcards):
     return cli_flags({**lora, **recipe["training"]})
 
 
+# Evaluation settings used by the scoring step, not by generation.
+SCORING_KEYS = {"code_timeout_s": "timeout_s", "code_memory_mb": "memory_mb"}
+
+
 def evaluation_flags(wildcards):
+    """Generation settings; the probe prompts (not their tests, which only scoring reads)."""
     settings = dict(EXPERIMENTS[wildcards.experiment]["evaluation"])
-    settings["prompt"] = settings.pop("probe_prompts")
+    for key in SCORING_KEYS:
+        del settings[key]
+    settings["prompt"] = [
+        probe["prompt"] for probe in load_probes(settings.pop("probes"))
+    ]
     return cli_flags(settings)
+
+
+def scoring_flags(wildcards):
+    settings = EXPERIMENTS[wildcards.experiment]["evaluation"]
+    return cli_flags({flag: settings[key] for key, flag in SCORING_KEYS.items()})
+
+
+def probes_file(wildcards):
+    return EXPERIMENTS[wildcards.experiment]["evaluation"]["probes"]
 
 
 def evaluation_inputs(wildcards):
@@ -193,21 +322,77 @@ def adapter_flag(wildcards, input):
     )
 
 
+def base_evaluation_owner(experiment):
+    """The experiment whose folder holds this experiment's base-model evaluation.
+
+    Experiments that differ only in LoRA or training settings (grid cells, say) would evaluate the same base
+    model on the same eval split the same way: the first of them evaluates it, and all of them use it.
+    """
+
+    def inputs(name):
+        recipe = EXPERIMENTS[name]
+        return (
+            recipe["model"]["name"],
+            templated(recipe, "eval"),
+            json.dumps(recipe["evaluation"], sort_keys=True),
+        )
+
+    return next(name for name in EXPERIMENTS if inputs(name) == inputs(experiment))
+
+
+def evaluation_outputs(experiment):
+    """The files each evaluation of an experiment leaves, by role and model (base_metrics, ...)."""
+    files = {
+        "metrics": "metrics.json",
+        "generations": "generations.jsonl",
+        "eval_answers": "eval_answers.jsonl",
+        "scores": "scores.json",
+    }
+    folders = {
+        "base": f"results/{base_evaluation_owner(experiment)}/eval/base",
+        "tuned": f"results/{experiment}/eval/tuned",
+    }
+    return {
+        f"{which}_{role}": f"{folder}/{name}"
+        for which, folder in folders.items()
+        for role, name in files.items()
+    }
+
+
 def report_inputs(wildcards):
     recipe = EXPERIMENTS[wildcards.experiment]
     split_dir = f"{data_dir(recipe)}/{split_id(recipe)}"
     run = f"results/{wildcards.experiment}"
     return {
-        "recipe": str(recipe_path(wildcards.experiment)),
+        "recipe": str(RECIPE_FILES[wildcards.experiment]),
         "convert_summary": f"{data_dir(recipe)}/convert_summary.json",
         "split_summary": f"{split_dir}/split_summary.json",
         "history": f"{run}/train/history.csv",
         "train_summary": f"{run}/train/summary.json",
-        "base_metrics": f"{run}/eval/base/metrics.json",
-        "tuned_metrics": f"{run}/eval/tuned/metrics.json",
-        "base_generations": f"{run}/eval/base/generations.jsonl",
-        "tuned_generations": f"{run}/eval/tuned/generations.jsonl",
+        **evaluation_outputs(wildcards.experiment),
         "model": model_dir(recipe),
+    }
+
+
+def experiment_settings(wildcards):
+    """The experiment's full settings (a grid cell's differ from its recipe file) as JSON, and its overrides."""
+    return json.dumps(
+        {
+            "recipe": EXPERIMENTS[wildcards.experiment],
+            "overrides": OVERRIDES[wildcards.experiment],
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+
+
+def summary_inputs(wildcards):
+    """Per experiment, in the order of EXPERIMENTS: its settings and counts, and its metrics table."""
+    return {
+        "experiment": [
+            f"results/{name}/report/experiment.json" for name in EXPERIMENTS
+        ],
+        "metrics": [f"results/{name}/report/metrics.csv" for name in EXPERIMENTS],
     }
 
 
@@ -224,11 +409,14 @@ def manifest_inputs(wildcards):
     # Benchmark files mirror the output layout below results/benchmarks/.
     bench_split = split_dir.replace("results/", "results/benchmarks/", 1)
     bench_run = f"results/benchmarks/{wildcards.experiment}"
+    # The base model's evaluation may be another experiment's (base_evaluation_owner).
+    bench_base = f"results/benchmarks/{base_evaluation_owner(wildcards.experiment)}"
     model = recipe["model"]["name"]
     return {
         "sources": [
             recipe["data"]["path"],
-            str(recipe_path(wildcards.experiment)),
+            str(RECIPE_FILES[wildcards.experiment]),
+            probes_file(wildcards),
             *(script_path(path.stem) for path in sorted(SCRIPTS.glob("*.py"))),
         ],
         "products": [
@@ -238,10 +426,20 @@ def manifest_inputs(wildcards):
             templated(recipe, "eval"),
             model_dir(recipe),
             *under(f"{run}/train", "adapter", "history.csv", "summary.json"),
-            *under(f"{run}/eval/base", "metrics.json", "generations.jsonl"),
-            *under(f"{run}/eval/tuned", "metrics.json", "generations.jsonl"),
-            *under(f"{run}/report", "report.md", "metrics.csv", "loss_curve.png"),
-            f"{run}/report/generations.csv",
+            *evaluation_outputs(wildcards.experiment).values(),
+            *under(
+                f"{run}/report",
+                "report.md",
+                "report.html",
+                "metrics.csv",
+                "loss_curve.png",
+            ),
+            *under(
+                f"{run}/report",
+                "generations.csv",
+                "eval_answers.csv",
+                "experiment.json",
+            ),
         ],
         "timings": [
             f"results/benchmarks/data/{recipe['data']['name']}/convert_to_messages.tsv",
@@ -253,7 +451,8 @@ def manifest_inputs(wildcards):
             ),
             f"results/benchmarks/models/{model}/prepare_base_model.tsv",
             *under(bench_run, "train_lora.tsv", "make_report.tsv"),
-            *under(bench_run, "evaluate.base.tsv", "evaluate.tuned.tsv"),
+            *under(bench_base, "evaluate.base.tsv", "score_answers.base.tsv"),
+            *under(bench_run, "evaluate.tuned.tsv", "score_answers.tuned.tsv"),
         ],
         "model": model_dir(recipe),
     }

@@ -1,0 +1,270 @@
+#!/usr/bin/env python
+"""Score one model's greedy answers: against reference answers, and by running code against tests.
+
+Reference-based, on the answers to the first N eval records (written by evaluate.py):
+  chrF    sacrebleu CHRF (character 6-grams, word order 0): needs no tokenization, fine for Chinese;
+  BLEU    sacrebleu BLEU with tokenize="zh": every Chinese character is one token and any other text is
+          tokenized exactly like the standard "13a" tokenizer, so one setting serves Chinese, English and
+          mixed records alike;
+  ROUGE-L rouge-score's F1 of the longest common subsequence, over the same zh tokens, lowercased, with
+          punctuation-only tokens dropped (rouge-score's own tokenizer deletes every non-Latin character, so
+          Chinese answers would score 0).
+  chrF and BLEU are corpus-level (sacrebleu's corpus_score); ROUGE-L is the mean over records. All three are
+  on a 0-100 scale.
+
+Functional, on the answers to probe prompts that come with tests (config/probes.yaml): the Python code is
+extracted from the answer (fenced blocks, or unfenced code between prose), reduced to its imports,
+definitions and constant assignments (example calls, input() and prints are dropped), and run against the
+probe's assert statements by sandbox.py in a separate process. pass@1 = share of tested probes whose one
+greedy answer passes every test.
+
+Example:
+  python scripts/score_answers.py --eval-answers eval_answers.jsonl --probe-answers generations.jsonl \\
+      --probes config/probes.yaml --scores scores.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import textwrap
+
+from common import add_log_argument, read_jsonl, setup_logging, write_json
+
+log = setup_logging("score_answers")
+
+PYTHON_FENCE_LANGUAGES = {"", "python", "py", "python3"}
+FENCE = re.compile(r"^\s*(```|~~~)\s*([\w+-]*)")
+CODE_START = re.compile(r"^\s*(def |async def |class |import |from \S+ import |@)")
+# Top-level statements kept from an answer: what defines the function, never what calls it.
+KEPT_STATEMENTS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+WORD = re.compile(r"\w")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--eval-answers", required=True, help="JSON Lines: answers to eval records")
+    parser.add_argument("--probe-answers", required=True, help="JSON Lines: answers to probe prompts")
+    parser.add_argument("--probes", required=True, help="probe file (YAML) with the tests")
+    parser.add_argument("--scores", required=True, help="JSON scores to write")
+    parser.add_argument("--timeout-s", type=float, default=10.0, help="per answer; default: %(default)s")
+    parser.add_argument("--memory-mb", type=int, default=512, help="per answer; default: %(default)s")
+    add_log_argument(parser)
+    return parser.parse_args(argv)
+
+
+# ---- reference-based metrics -------------------------------------------------------------------------
+
+
+class ZhTokenizer:
+    """rouge-score tokenizer: sacrebleu's zh tokens (Chinese characters one by one, other text as 13a),
+    lowercased, without tokens that hold no letter or digit."""
+
+    def __init__(self) -> None:
+        from sacrebleu.tokenizers.tokenizer_zh import TokenizerZh
+
+        self._tokenize = TokenizerZh()
+
+    def tokenize(self, text: str) -> list[str]:
+        return [token for token in self._tokenize(text.lower()).split() if WORD.search(token)]
+
+
+def reference_scores(records: list[dict]) -> dict:
+    """Corpus chrF and BLEU, mean ROUGE-L F1 (all 0-100) of answers against references, per record too."""
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if not records:
+        return {"records": 0, "chrf": None, "bleu": None, "rougeL": None, "per_record": []}
+    answers = [record["answer"] for record in records]
+    references = [record["reference"] for record in records]
+    chrf, bleu = CHRF(), BLEU(tokenize="zh")
+    # Sentence BLEU of short answers is mostly zero without smoothing; the corpus score needs none.
+    sentence_bleu = BLEU(tokenize="zh", effective_order=True)
+    rouge = rouge_scorer.RougeScorer(["rougeL"], tokenizer=ZhTokenizer())
+    per_record = []
+    for record, answer, reference in zip(records, answers, references, strict=True):
+        per_record.append(
+            {
+                "id": record.get("id"),
+                "chrf": chrf.sentence_score(answer, [reference]).score,
+                "bleu": sentence_bleu.sentence_score(answer, [reference]).score,
+                "rougeL": 100 * rouge.score(reference, answer)["rougeL"].fmeasure,
+            }
+        )
+    return {
+        "records": len(records),
+        "chrf": chrf.corpus_score(answers, [references]).score,
+        "bleu": bleu.corpus_score(answers, [references]).score,
+        "rougeL": sum(r["rougeL"] for r in per_record) / len(per_record),
+        "signatures": {
+            "chrf": str(chrf.get_signature()),
+            "bleu": str(bleu.get_signature()),
+            "rougeL": "rouge-score rougeL F1; tokens: sacrebleu zh, lowercased, punctuation dropped",
+        },
+        "per_record": per_record,
+    }
+
+
+# ---- code extraction -----------------------------------------------------------------------------------
+
+
+def fenced_blocks(answer: str) -> list[str]:
+    """Python (or unlabelled) fenced blocks; a block left open at the end (a cut-off answer) counts."""
+    blocks, current, language = [], None, ""
+    for line in answer.splitlines():
+        fence = FENCE.match(line)
+        if fence and current is None:
+            current, language = [], fence.group(2).lower()
+        elif fence and current is not None and not fence.group(2):
+            if language in PYTHON_FENCE_LANGUAGES:
+                blocks.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    if current is not None and language in PYTHON_FENCE_LANGUAGES:
+        blocks.append("\n".join(current))
+    return blocks
+
+
+def parsable_prefix(lines: list[str]) -> ast.Module | None:
+    """The longest run of leading lines that parses as Python (prose or a cut-off line after code)."""
+    for end in range(len(lines), 0, -1):
+        try:
+            return ast.parse(textwrap.dedent("\n".join(lines[:end])))
+        except SyntaxError:
+            continue
+    return None
+
+
+def unfenced_code(answer: str) -> list[str]:
+    """Code written straight into prose: from the first line that starts a definition or an import."""
+    lines = answer.splitlines()
+    start = next((i for i, line in enumerate(lines) if CODE_START.match(line)), None)
+    return [] if start is None else ["\n".join(lines[start:])]
+
+
+def definitions_only(module: ast.Module) -> list[ast.stmt]:
+    kept = []
+    for node in module.body:
+        constant_assignment = isinstance(node, ast.Assign | ast.AnnAssign) and not any(
+            isinstance(child, ast.Call) for child in ast.walk(node)
+        )
+        if isinstance(node, KEPT_STATEMENTS) or constant_assignment:
+            kept.append(node)
+    return kept
+
+
+def extract_code(answer: str, entry_point: str) -> dict:
+    """The code an answer gives for `entry_point`: {code, shape: fenced|unfenced|none, defines_entry_point}.
+
+    Nothing is executed here: the answer is only parsed.
+    """
+    blocks, shape = fenced_blocks(answer), "fenced"
+    if not blocks:
+        blocks, shape = unfenced_code(answer), "unfenced"
+    statements = []
+    for block in blocks:
+        module = parsable_prefix(block.splitlines())
+        if module is not None:
+            statements += definitions_only(module)
+    if not statements:
+        return {"code": "", "shape": "none", "defines_entry_point": False}
+    defines = any(
+        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name == entry_point
+        for node in statements
+    )
+    code = ast.unparse(ast.Module(body=statements, type_ignores=[]))
+    return {"code": code, "shape": shape, "defines_entry_point": defines}
+
+
+def code_scores(answers: list[dict], probes: list[dict], timeout_s: float, memory_mb: int) -> dict:
+    """Run each tested probe's extracted code against its tests in the sandbox; pass@1 over them."""
+    from sandbox import run_tests
+
+    by_prompt = {answer["prompt"]: answer for answer in answers}
+    results = []
+    for probe in probes:
+        if not probe.get("tests"):
+            continue
+        if probe["prompt"] not in by_prompt:
+            raise ValueError(f"probe {probe['id']!r} has tests but no answer in the probe answers")
+        extracted = extract_code(by_prompt[probe["prompt"]]["answer"], probe["entry_point"])
+        if extracted["defines_entry_point"]:
+            run = run_tests(extracted["code"], probe["tests"], timeout_s, memory_mb)
+        else:
+            run = {
+                "passed": False,
+                "status": "no code",
+                "detail": f"the answer defines no {probe['entry_point']}()",
+                "tests": [{"test": t, "passed": False, "error": "not run"} for t in probe["tests"]],
+            }
+        passed_tests = sum(test["passed"] for test in run["tests"])
+        log.info(
+            "probe %s: %s (%d/%d tests, code %s)",
+            probe["id"],
+            run["status"],
+            passed_tests,
+            len(probe["tests"]),
+            extracted["shape"],
+        )
+        results.append(
+            {
+                "id": probe["id"],
+                "prompt": probe["prompt"],
+                "entry_point": probe["entry_point"],
+                "passed": run["passed"],
+                "status": run["status"],
+                "detail": run["detail"],
+                "tests_passed": passed_tests,
+                "tests": len(probe["tests"]),
+                "code_shape": extracted["shape"],
+                "code": extracted["code"],
+                "test_results": run["tests"],
+                "isolation": run.get("isolation"),
+            }
+        )
+    passed = sum(result["passed"] for result in results)
+    return {
+        "problems": len(results),
+        "passed": passed,
+        "pass@1": passed / len(results) if results else None,
+        "limits": {"timeout_s": timeout_s, "memory_mb": memory_mb},
+        "per_probe": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging("score_answers", args.log_file)
+    import yaml
+
+    with open(args.probes, encoding="utf-8") as handle:
+        probes = yaml.safe_load(handle)["probes"]
+    eval_answers = list(read_jsonl(args.eval_answers))
+    reference = reference_scores(eval_answers)
+    log.info(
+        "reference-based on %d eval answers: chrF %s, BLEU %s, ROUGE-L %s",
+        reference["records"],
+        *(f"{reference[k]:.2f}" if reference[k] is not None else "n/a" for k in ("chrf", "bleu", "rougeL")),
+    )
+    code = code_scores(list(read_jsonl(args.probe_answers)), probes, args.timeout_s, args.memory_mb)
+    log.info("pass@1 %s over %d code probes", code["pass@1"], code["problems"])
+    write_json(
+        args.scores,
+        {
+            "eval_answers_file": args.eval_answers,
+            "probe_answers_file": args.probe_answers,
+            "probes_file": args.probes,
+            "reference": reference,
+            "code": code,
+        },
+    )
+    log.info("Wrote %s", args.scores)
+
+
+if __name__ == "__main__":
+    main()
