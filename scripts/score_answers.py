@@ -158,19 +158,25 @@ def definitions_only(module: ast.Module) -> list[ast.stmt]:
     return kept
 
 
-def extract_code(answer: str, entry_point: str) -> dict:
-    """The code an answer gives for `entry_point`: {code, shape: fenced|unfenced|none, defines_entry_point}.
-
-    Nothing is executed here: the answer is only parsed.
-    """
-    blocks, shape = fenced_blocks(answer), "fenced"
-    if not blocks:
-        blocks, shape = unfenced_code(answer), "unfenced"
+def kept_definitions(blocks: list[str]) -> list[ast.stmt]:
     statements = []
     for block in blocks:
         module = parsable_prefix(block.splitlines())
         if module is not None:
             statements += definitions_only(module)
+    return statements
+
+
+def extract_code(answer: str, entry_point: str) -> dict:
+    """The code an answer gives for `entry_point`: {code, shape: fenced|unfenced|none, defines_entry_point}.
+
+    Nothing is executed here: the answer is only parsed.
+    """
+    # Fenced blocks first; unfenced code when they hold none (e.g. an answer that opens with code and only
+    # closes a fence it never opened, as tuned models often write).
+    statements, shape = kept_definitions(fenced_blocks(answer)), "fenced"
+    if not statements:
+        statements, shape = kept_definitions(unfenced_code(answer)), "unfenced"
     if not statements:
         return {"code": "", "shape": "none", "defines_entry_point": False}
     defines = any(

@@ -227,3 +227,17 @@ def test_an_experiment_with_one_changed_parameter_reruns_only_what_it_affects(or
     command(clone, "tool", "restore", "--no-pull")
     assert artifacts(clone) == artifacts(origin)
     assert jobs_planned(clone) == {}
+
+
+def test_the_committed_dvc_yaml_is_what_the_workflow_generates(monkeypatch):
+    """dvc.yaml is derived from Snakemake's DAG: a change to the workflow's outputs must regenerate it."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import dvc_pipeline
+
+    monkeypatch.chdir(ROOT)
+    expected = dvc_pipeline.dvc_yaml_text(dvc_pipeline.pipeline_definition())
+    assert (ROOT / "dvc.yaml").read_text(encoding="utf-8") == expected, (
+        "dvc.yaml is stale: regenerate it with "
+        '`python -c \'import sys; sys.path.insert(0, "tools"); import dvc_pipeline as d; '
+        "d.write_dvc_yaml(d.pipeline_definition())'`"
+    )

@@ -135,6 +135,13 @@ def test_unfenced_code_between_prose():
     assert "It calls" not in extracted["code"]
 
 
+def test_code_first_with_only_a_closing_fence():
+    """Seen from the tuned default model: code straight away, then a fence that closes nothing."""
+    answer = f"{FACTORIAL}\n\nprint(factorial(5))  # 120\n```"
+    extracted = extract_code(answer, "factorial")
+    assert extracted["shape"] == "unfenced" and extracted["defines_entry_point"]
+
+
 def test_indented_unfenced_code():
     answer = (
         "Solution:\n    def factorial(n):\n        if n == 0:\n            return 1\n"

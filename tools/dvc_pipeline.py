@@ -154,8 +154,12 @@ def check_data_is_versioned(definition: dict) -> None:
             )
 
 
+def dvc_yaml_text(definition: dict) -> str:
+    return HEADER + yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=110)
+
+
 def write_dvc_yaml(definition: dict, path: Path = Path("dvc.yaml")) -> None:
-    text = HEADER + yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=110)
+    text = dvc_yaml_text(definition)
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")
