@@ -28,7 +28,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from train_overhead import SCRIPTS, prepare  # noqa: E402
+from train_overhead import prepare, train_command  # noqa: E402
 
 STRATEGIES = {
     "no packing, random": ["--no-packing", "--train-sampling-strategy", "random"],
@@ -72,23 +72,10 @@ def main() -> None:
         folder = Path(temporary)
         data = prepare(folder, args.model)
         for name, flags in STRATEGIES.items():
-            command = [
-                sys.executable,
-                SCRIPTS / "train_lora.py",
-                "--model",
+            command = train_command(
                 args.model,
-                "--train",
-                data["train"],
-                "--eval",
-                data["eval"],
-                "--output-dir",
-                folder / "adapter",
-                "--history",
-                folder / "history.csv",
-                "--summary",
-                folder / "summary.json",
-                "--checkpoint-dir",
-                folder / "checkpoints",
+                data,
+                folder,
                 "--max-steps",
                 args.max_steps,
                 "--per-device-train-batch-size",
@@ -105,7 +92,7 @@ def main() -> None:
                 "--seed",
                 42,
                 *flags,
-            ]
+            )
             wall, peak = peak_rss_run(command)
             summary = json.loads((folder / "summary.json").read_text())
             tokens = summary["train_tokens"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from data_steps import alpaca_shaped  # noqa: E402
+from train_overhead import prepare, run, train_command  # noqa: E402
 
 from tiny_models import build_tokenizer  # noqa: E402
 
@@ -91,13 +91,8 @@ def build_model(folder: Path, tiny: bool) -> tuple[int, dict]:
     return sum(p.numel() for p in model.parameters()), shape
 
 
-def run(command: list) -> None:
-    subprocess.run(list(map(str, command)), check=True)
-
-
 def main() -> None:
     args = parse_args()
-    py = sys.executable
     results = {}
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
@@ -105,73 +100,16 @@ def main() -> None:
         records = alpaca_shaped(args.records, seed=1)
         random.Random(0).shuffle(records)
         (folder / "alpaca.json").write_text(json.dumps(records, ensure_ascii=False))
-        run(
-            [
-                py,
-                ROOT / "scripts/convert_to_messages.py",
-                "--input",
-                folder / "alpaca.json",
-                "--output",
-                folder / "messages.jsonl",
-                "--rejects",
-                folder / "rejects.jsonl",
-                "--summary",
-                folder / "convert.json",
-            ]
-        )
-        run(
-            [
-                py,
-                ROOT / "scripts/split_dataset.py",
-                "--input",
-                folder / "messages.jsonl",
-                "--train",
-                folder / "train.jsonl",
-                "--eval",
-                folder / "eval.jsonl",
-                "--summary",
-                folder / "split.json",
-                "--eval-size",
-                "16",
-                "--seed",
-                "42",
-            ]
-        )
-        for part in ("train", "eval"):
-            run(
-                [
-                    py,
-                    ROOT / "scripts/apply_chat_template.py",
-                    "--model",
-                    folder / "model",
-                    "--input",
-                    folder / f"{part}.jsonl",
-                    "--output",
-                    folder / f"{part}.t.jsonl",
-                ]
-            )
+        data = prepare(folder, folder / "model", source=folder / "alpaca.json", eval_size=16)
         for name, packing in (
             ("packing bfd", ["--packing", "--packing-strategy", "bfd"]),
             ("no packing", ["--no-packing"]),
         ):
             run(
-                [
-                    py,
-                    ROOT / "scripts/train_lora.py",
-                    "--model",
+                train_command(
                     folder / "model",
-                    "--train",
-                    folder / "train.t.jsonl",
-                    "--eval",
-                    folder / "eval.t.jsonl",
-                    "--output-dir",
-                    folder / "adapter",
-                    "--history",
-                    folder / "history.csv",
-                    "--summary",
-                    folder / "summary.json",
-                    "--checkpoint-dir",
-                    folder / "ckpt",
+                    data,
+                    folder,
                     "--max-steps",
                     args.steps,
                     "--per-device-train-batch-size",
@@ -192,7 +130,7 @@ def main() -> None:
                     args.steps,
                     "--bf16" if not args.tiny else "--no-bf16",
                     *packing,
-                ]
+                )
             )
             summary = json.loads((folder / "summary.json").read_text())
             tokens_per_s = summary["train_tokens"] / summary["train_runtime_s"]

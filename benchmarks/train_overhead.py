@@ -41,63 +41,37 @@ def run(command: list) -> float:
     return time.perf_counter() - started
 
 
-def prepare(folder: Path, model: str) -> dict[str, Path]:
+def prepare(folder: Path, model: str, source: Path = SAMPLE, eval_size: int = 32) -> dict[str, Path]:
     """The pipeline's data steps, plus the same train/eval records as Alpaca files for the plain script."""
-    py = sys.executable
-    run(
-        [
-            py,
-            SCRIPTS / "convert_to_messages.py",
-            "--input",
-            SAMPLE,
-            "--output",
-            folder / "messages.jsonl",
-            "--rejects",
-            folder / "rejects.jsonl",
-            "--summary",
-            folder / "convert.json",
-        ]
+    py, f = (
+        sys.executable,
+        {name: folder / name for name in ("messages.jsonl", "rejects.jsonl", "train.jsonl")},
     )
-    run(
-        [
-            py,
-            SCRIPTS / "split_dataset.py",
-            "--input",
-            folder / "messages.jsonl",
-            "--train",
-            folder / "train.jsonl",
-            "--eval",
-            folder / "eval.jsonl",
-            "--summary",
-            folder / "split.json",
-            "--eval-size",
-            "32",
-            "--seed",
-            "42",
-        ]
-    )
-    records = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    run([py, SCRIPTS / "convert_to_messages.py", "--input", source, "--output", f["messages.jsonl"],
+         "--rejects", f["rejects.jsonl"], "--summary", folder / "convert.json"])  # fmt: skip
+    run([py, SCRIPTS / "split_dataset.py", "--input", f["messages.jsonl"], "--train", f["train.jsonl"],
+         "--eval", folder / "eval.jsonl", "--summary", folder / "split.json", "--eval-size", eval_size,
+         "--seed", 42])  # fmt: skip
+    records = json.loads(source.read_text(encoding="utf-8"))
     paths = {}
     for part in ("train", "eval"):
-        run(
-            [
-                py,
-                SCRIPTS / "apply_chat_template.py",
-                "--model",
-                model,
-                "--input",
-                folder / f"{part}.jsonl",
-                "--output",
-                folder / f"{part}.templated.jsonl",
-            ]
-        )
+        paths[part] = folder / f"{part}.templated.jsonl"
+        run([py, SCRIPTS / "apply_chat_template.py", "--model", model, "--input", folder / f"{part}.jsonl",
+             "--output", paths[part]])  # fmt: skip
         indices = [
             json.loads(line)["source_index"] for line in open(folder / f"{part}.jsonl", encoding="utf-8")
         ]
         paths[f"{part}_alpaca"] = folder / f"{part}.alpaca.json"
         paths[f"{part}_alpaca"].write_text(json.dumps([records[i] for i in indices], ensure_ascii=False))
-        paths[part] = folder / f"{part}.templated.jsonl"
     return paths
+
+
+def train_command(model: str | Path, data: dict[str, Path], folder: Path, *settings) -> list:
+    """The pipeline's training step as its rule runs it, with outputs in `folder`."""
+    outputs = ["--output-dir", folder / "adapter", "--history", folder / "history.csv",
+               "--summary", folder / "summary.json", "--checkpoint-dir", folder / "checkpoints"]  # fmt: skip
+    inputs = ["--model", model, "--train", data["train"], "--eval", data["eval"]]
+    return [sys.executable, SCRIPTS / "train_lora.py", *inputs, *outputs, *settings]
 
 
 def main() -> None:
@@ -106,23 +80,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         data = prepare(folder, args.model)
-        pipeline = [
-            sys.executable,
-            SCRIPTS / "train_lora.py",
-            "--model",
+        pipeline = train_command(
             args.model,
-            "--train",
-            data["train"],
-            "--eval",
-            data["eval"],
-            "--output-dir",
-            folder / "adapter",
-            "--history",
-            folder / "history.csv",
-            "--summary",
-            folder / "summary.json",
-            "--checkpoint-dir",
-            folder / "checkpoints",
+            data,
+            folder,
             "--max-steps",
             args.max_steps,
             "--per-device-train-batch-size",
@@ -153,7 +114,7 @@ def main() -> None:
             42,
             "--train-sampling-strategy",
             "group_by_length",
-        ]
+        )
         plain = [
             sys.executable,
             ROOT / "benchmarks/plain_sft.py",

@@ -23,6 +23,7 @@ from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 from test_workflow import SNAKEMAKE, make_workdir, tiny_recipe  # noqa: E402
 from tiny_models import build_tiny_model  # noqa: E402
 
