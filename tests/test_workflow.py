@@ -207,7 +207,7 @@ def test_an_unknown_experiment_is_named(finished_run):
 def test_shipped_recipes_pass_validation_and_plan_the_whole_dag():
     for experiment in ["smollm2-135m-alpaca-sample", "phi35-mini-alpaca-recipe"]:
         result = subprocess.run(
-            [SNAKEMAKE, "--dry-run", "--config", f"experiments=[{experiment}]"],
+            [SNAKEMAKE, "--dry-run", "--forceall", "--config", f"experiments=[{experiment}]"],
             cwd=ROOT,
             capture_output=True,
             text=True,
