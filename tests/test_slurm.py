@@ -44,8 +44,10 @@ EXPECTED_JOBS = {
     "apply_chat_template": 2,
     "train_lora": 1,
     "evaluate": 2,
+    "score_answers": 2,
     "report": 1,
     "manifest": 1,
+    "summary": 1,
 }
 RUN_TIMEOUT_S = 900
 
