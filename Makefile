@@ -1,7 +1,7 @@
 # Two commands for a newcomer:
 #   make run    set up .venv, run the whole pipeline on the embedded default (offline), write the HTML report
 #   make test   set up .venv, lint, and run the test suite (the SLURM part as root: see the test target)
-# Versioning with DVC (README, "Versioning data and models"):
+# Versioning with DVC (docs/versioning.md):
 #   make record   after a run: hash every artifact into dvc.lock and push them to the DVC remote
 #   make restore  on a fresh clone: pull the recorded artifacts; Snakemake then has nothing to do
 VENV ?= .venv
@@ -17,11 +17,13 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON_BASE) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	# The shared code (src/alpaca_lora), editable: the steps, tests and benchmarks import it.
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 run: setup
@@ -36,8 +38,8 @@ restore: setup
 	$(BIN)/python tools/dvc_pipeline.py restore
 
 lint: setup
-	$(BIN)/ruff check scripts tests benchmarks tools
-	$(BIN)/ruff format --check scripts tests benchmarks tools
+	$(BIN)/ruff check src scripts tests benchmarks tools
+	$(BIN)/ruff format --check src scripts tests benchmarks tools
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint
 

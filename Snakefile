@@ -25,5 +25,4 @@ include: "workflow/rules/manifest.smk"
 
 rule all:
     input:
-        all_reports(),
-        all_manifests(),
+        EXPERIMENTS.targets(),

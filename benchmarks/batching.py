@@ -3,10 +3,10 @@
 
 Runs the pipeline's training step (scripts/train_lora.py) on the bundled Alpaca-length sample with the
 default model, the same settings except the batching, for a few optimizer steps each:
-  no packing, random order        (--no-packing --train-sampling-strategy random)
-  no packing, sorted by length    (--no-packing --train-sampling-strategy group_by_length)
-  packing "wrapped"               (--packing --packing-strategy wrapped)
-  packing "bfd" (padding-free)    (--packing --packing-strategy bfd)
+  no packing, random order        (packing: false, train_sampling_strategy: random)
+  no packing, sorted by length    (packing: false, train_sampling_strategy: group_by_length)
+  packing "wrapped"               (packing: true, packing_strategy: wrapped)
+  packing "bfd" (padding-free)    (packing: true, packing_strategy: bfd)
 Throughput counts non-padding tokens only (TRL's num_tokens: attention-mask sum, or the packed length for
 padding-free batches) over the trainer's own train runtime. Peak memory is the highest resident set size of
 the training process, sampled every 0.1 s.
@@ -19,22 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
+from train_overhead import prepare, train_command
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from train_overhead import prepare, train_command  # noqa: E402
 
 STRATEGIES = {
-    "no packing, random": ["--no-packing", "--train-sampling-strategy", "random"],
-    "no packing, sorted by length": ["--no-packing", "--train-sampling-strategy", "group_by_length"],
-    "packing wrapped": ["--packing", "--packing-strategy", "wrapped"],
-    "packing bfd (padding-free)": ["--packing", "--packing-strategy", "bfd"],
+    "no packing, random": {"packing": False, "train_sampling_strategy": "random"},
+    "no packing, sorted by length": {"packing": False, "train_sampling_strategy": "group_by_length"},
+    "packing wrapped": {"packing": True, "packing_strategy": "wrapped"},
+    "packing bfd (padding-free)": {"packing": True, "packing_strategy": "bfd"},
 }
 
 
@@ -71,27 +70,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         data = prepare(folder, args.model)
-        for name, flags in STRATEGIES.items():
+        for name, settings in STRATEGIES.items():
             command = train_command(
                 args.model,
                 data,
                 folder,
-                "--max-steps",
-                args.max_steps,
-                "--per-device-train-batch-size",
-                args.batch_size,
-                "--max-length",
-                512,
-                "--no-bf16",
-                "--eval-steps",
-                args.max_steps,
-                "--save-steps",
-                1000,
-                "--logging-steps",
-                1,
-                "--seed",
-                42,
-                *flags,
+                max_steps=args.max_steps,
+                per_device_train_batch_size=args.batch_size,
+                max_length=512,
+                eval_steps=args.max_steps,
+                save_steps=1000,
+                logging_steps=1,
+                **settings,
             )
             wall, peak = peak_rss_run(command)
             summary = json.loads((folder / "summary.json").read_text())

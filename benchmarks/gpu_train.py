@@ -23,18 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from data_steps import alpaca_shaped  # noqa: E402
-from train_overhead import prepare, run, train_command  # noqa: E402
+from alpaca_lora.testing import build_tokenizer
+from data_steps import alpaca_shaped
+from train_overhead import prepare, run, train_command
 
-from tiny_models import build_tokenizer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+PHI35_RECIPE = ROOT / "config/recipes/phi35-mini-alpaca-recipe.yaml"
 
 # microsoft/Phi-3.5-mini-instruct config.json (the values that set the compute).
 PHI35_MINI = {
@@ -101,35 +99,19 @@ def main() -> None:
         random.Random(0).shuffle(records)
         (folder / "alpaca.json").write_text(json.dumps(records, ensure_ascii=False))
         data = prepare(folder, folder / "model", source=folder / "alpaca.json", eval_size=16)
-        for name, packing in (
-            ("packing bfd", ["--packing", "--packing-strategy", "bfd"]),
-            ("no packing", ["--no-packing"]),
-        ):
+        for name, packing in (("packing bfd", {"packing": True}), ("no packing", {"packing": False})):
             run(
                 train_command(
                     folder / "model",
                     data,
                     folder,
-                    "--max-steps",
-                    args.steps,
-                    "--per-device-train-batch-size",
-                    2,
-                    "--max-length",
-                    2048,
-                    "--lora-r",
-                    16,
-                    "--lora-alpha",
-                    32,
-                    "--learning-rate",
-                    5e-5,
-                    "--logging-steps",
-                    5,
-                    "--save-steps",
-                    100000,
-                    "--eval-steps",
-                    args.steps,
-                    "--bf16" if not args.tiny else "--no-bf16",
-                    *packing,
+                    recipe=PHI35_RECIPE,
+                    max_steps=args.steps,
+                    logging_steps=5,
+                    save_steps=100000,
+                    eval_steps=args.steps,
+                    bf16=not args.tiny,
+                    **packing,
                 )
             )
             summary = json.loads((folder / "summary.json").read_text())

@@ -19,9 +19,12 @@ import time
 from pathlib import Path
 from statistics import median
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 SAMPLE = ROOT / "data/raw/alpaca_zh_en_sample.json"
+DEFAULT_RECIPE = ROOT / "config/recipes/smollm2-135m-alpaca-sample.yaml"
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,54 +69,36 @@ def prepare(folder: Path, model: str, source: Path = SAMPLE, eval_size: int = 32
     return paths
 
 
-def train_command(model: str | Path, data: dict[str, Path], folder: Path, *settings) -> list:
-    """The pipeline's training step as its rule runs it, with outputs in `folder`."""
+def train_command(
+    model: str | Path, data: dict[str, Path], folder: Path, recipe: Path = DEFAULT_RECIPE, **training
+) -> list:
+    """The pipeline's training step as its rule runs it: a recipe's lora and training sections, some training
+    settings changed (SFTConfig names), written to folder/settings.json; outputs in `folder`."""
+    settings = yaml.safe_load(Path(recipe).read_text(encoding="utf-8"))
+    settings = {"lora": settings["lora"], "training": {**settings["training"], **training}}
+    (folder / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
     outputs = ["--output-dir", folder / "adapter", "--history", folder / "history.csv",
                "--summary", folder / "summary.json", "--checkpoint-dir", folder / "checkpoints"]  # fmt: skip
     inputs = ["--model", model, "--train", data["train"], "--eval", data["eval"]]
-    return [sys.executable, SCRIPTS / "train_lora.py", *inputs, *outputs, *settings]
+    return [
+        sys.executable,
+        SCRIPTS / "train_lora.py",
+        *inputs,
+        "--settings",
+        folder / "settings.json",
+        *outputs,
+    ]
 
 
 def main() -> None:
     args = parse_args()
-    settings = {"max_steps": args.max_steps, "batch": 8, "max_length": 512, "lr": 3e-4, "r": 16, "alpha": 32}
+    settings = {"max_steps": args.max_steps, "recipe": str(DEFAULT_RECIPE.relative_to(ROOT))}
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         data = prepare(folder, args.model)
+        # The embedded default's settings; evaluation once at the end, no checkpoint, as plain_sft.py does.
         pipeline = train_command(
-            args.model,
-            data,
-            folder,
-            "--max-steps",
-            args.max_steps,
-            "--per-device-train-batch-size",
-            8,
-            "--per-device-eval-batch-size",
-            8,
-            "--max-length",
-            512,
-            "--learning-rate",
-            3e-4,
-            "--lora-r",
-            16,
-            "--lora-alpha",
-            32,
-            "--lr-scheduler-type",
-            "cosine",
-            "--warmup-steps",
-            0.05,
-            "--no-packing",
-            "--no-bf16",
-            "--logging-steps",
-            4,
-            "--eval-steps",
-            0,
-            "--save-steps",
-            1000,
-            "--seed",
-            42,
-            "--train-sampling-strategy",
-            "group_by_length",
+            args.model, data, folder, max_steps=args.max_steps, eval_strategy="no", save_steps=1000
         )
         plain = [
             sys.executable,

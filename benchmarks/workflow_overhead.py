@@ -15,17 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from statistics import median
 
+from alpaca_lora.testing import SNAKEMAKE, build_tiny_model, make_workdir, tiny_recipe
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "scripts"))
-from test_workflow import SNAKEMAKE, make_workdir, tiny_recipe  # noqa: E402
-from tiny_models import build_tiny_model  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

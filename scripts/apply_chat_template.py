@@ -17,14 +17,15 @@ Example:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from multiprocessing import get_context
 
 import orjson
 
-from common import add_log_argument, atomic_path, json_line, setup_logging, trusts_remote_code
+from alpaca_lora.common import add_log_argument, atomic_path, json_line, setup_logging, trusts_remote_code
 
-log = setup_logging("apply_chat_template")
+log = logging.getLogger("apply_chat_template")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

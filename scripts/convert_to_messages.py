@@ -1,34 +1,12 @@
 #!/usr/bin/env python
 """Convert instruction data (Alpaca, Alpaca JSON Lines, ShareGPT, OpenAI-style messages) to messages JSONL.
 
-Formats (--format; `auto` detects it from the file and logs what it found):
-  alpaca        a JSON list of {"instruction", "input" (optional), "output"}
-  alpaca_jsonl  the same records, one JSON object per line
-  sharegpt      {"conversations": [{"from": "system"|"human"|"gpt", "value": ...}, ...]}
-  messages      {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}
-                (sharegpt and messages: a JSON list of such records, or one record a line)
-
-Alpaca records follow the recipe's rule: the user turn is `instruction`, plus "\\n" + `input` when
-`input.strip()` is non-empty; the assistant turn is `output`. Conversations keep all their turns (an optional
-system turn first, then user and assistant turns alternating, ending with the assistant). Each output line is
-  {"id": <sha256 of the messages, 16 hex>, "source_index": <record index in the file>, "messages": [...],
-   "extra": {...}}
-where `extra` (only present when there is something to keep) holds the record's other keys, and the other keys
-of turn i under "conversations[i]" / "messages[i]": kept aside, never dropped.
-
-Problems with the whole file (not UTF-8, malformed JSON, empty, not a list, not the configured format) are
-fatal. Problems with one record (missing or non-string fields, empty text, roles that do not alternate, a
-record longer than --max-record-chars, a line of JSON Lines that is not JSON) send the record to --rejects
-with its index, field and reason; when the share of such records is above --max-rejected-fraction (default
-0: any), the step stops with the file, the first bad record's index and its field.
-
-Normalisations run only when asked for, and the summary counts what each changed:
-  --trim-whitespace         strip leading and trailing whitespace from every text
-  --placeholder-inputs X    an Alpaca input equal to X (ignoring case and surrounding whitespace) is empty
-  --drop-duplicates MODE    exact: drop repeats of the same conversation; near: also ones that differ only in
-                            case, whitespace and punctuation. The first occurrence stays; the others go to
-                            --rejects as duplicates (not counted against --max-rejected-fraction).
-Always: read = kept + rejected.
+The contract, written once in docs/data-formats.md: the formats (--format; `auto` detects it and logs what it
+found), the output record ({"id", "source_index", "messages", "extra"}), what stops the run (problems with the
+whole file) and what sends one record to --rejects (problems with that record; fatal unless their share stays
+within --max-rejected-fraction), and the cleaning that runs only when asked for (--trim-whitespace,
+--placeholder-inputs, --drop-duplicates, --max-record-chars), each counted in --summary. Always: read = kept +
+rejected.
 
 Example:
   python scripts/convert_to_messages.py --input data/raw/alpaca_zh_en_sample.json \\
@@ -41,12 +19,13 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import logging
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import (
+from alpaca_lora.common import (
     add_log_argument,
     canonical_json,
     setup_logging,
@@ -56,7 +35,7 @@ from common import (
     write_jsonl,
 )
 
-log = setup_logging("convert_to_messages")
+log = logging.getLogger("convert_to_messages")
 
 FORMATS = ("alpaca", "alpaca_jsonl", "sharegpt", "messages")
 ALPACA_FIELDS = ("instruction", "input", "output")

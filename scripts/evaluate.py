@@ -22,10 +22,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import time
 
-from common import (
+from alpaca_lora.common import (
     add_log_argument,
     loss_pair,
     read_jsonl,
@@ -36,7 +37,7 @@ from common import (
     write_jsonl,
 )
 
-log = setup_logging("evaluate")
+log = logging.getLogger("evaluate")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,29 +18,31 @@ import base64
 import csv
 import html
 import json
+import logging
 import os
 from pathlib import Path
 
-from common import add_log_argument, atomic_path, read_json, read_jsonl, setup_logging, write_json
+from alpaca_lora.common import add_log_argument, atomic_path, read_json, read_jsonl, setup_logging, write_json
 
-log = setup_logging("make_report")
+log = logging.getLogger("make_report")
 
-MODELS = ("base", "tuned")
+# The two models every report compares: the base model, and the base model plus the trained adapter.
+SIDES = ("base", "tuned")
 # Columns of the CSV tables (a table without rows still has its header).
 METRIC_COLUMNS = ["key", "metric", "base", "tuned", "difference", "computed_on"]
 PROBE_COLUMNS = [
     "prompt",
-    *MODELS,
-    *(f"{m}_tests" for m in MODELS),
-    *(f"{m}_hit_max_new_tokens" for m in MODELS),
+    *SIDES,
+    *(f"{m}_tests" for m in SIDES),
+    *(f"{m}_hit_max_new_tokens" for m in SIDES),
 ]
 EVAL_ANSWER_COLUMNS = [
     "id",
     "prompt",
     "reference",
-    *MODELS,
-    *(f"{m}_chrf" for m in MODELS),
-    *(f"{m}_hit_max_new_tokens" for m in MODELS),
+    *SIDES,
+    *(f"{m}_chrf" for m in SIDES),
+    *(f"{m}_hit_max_new_tokens" for m in SIDES),
 ]
 INPUTS = {
     "recipe": "recipe YAML file the experiment comes from",
@@ -49,10 +51,10 @@ INPUTS = {
     "split_summary": "summary of the split step",
     "history": "training log history CSV",
     "train_summary": "training summary JSON",
-    **{f"{m}_metrics": f"metrics JSON of the {m} model" for m in MODELS},
-    **{f"{m}_generations": f"probe answers of the {m} model" for m in MODELS},
-    **{f"{m}_eval_answers": f"eval-record answers of the {m} model" for m in MODELS},
-    **{f"{m}_scores": f"scores JSON of the {m} model" for m in MODELS},
+    **{f"{m}_metrics": f"metrics JSON of the {m} model" for m in SIDES},
+    **{f"{m}_generations": f"probe answers of the {m} model" for m in SIDES},
+    **{f"{m}_eval_answers": f"eval-record answers of the {m} model" for m in SIDES},
+    **{f"{m}_scores": f"scores JSON of the {m} model" for m in SIDES},
 }
 OUTPUTS = {
     "markdown": "report.md to write",
@@ -131,15 +133,15 @@ def metric_rows(metrics: dict[str, dict], scores: dict[str, dict], probes_file: 
     answered = f"first {reference['records']} eval records; {decoding_text(base, 'reference_max_new_tokens')}"
 
     def row(key: str, label: str, values: dict, computed_on: str) -> dict:
-        both = [values[m] for m in MODELS]
+        both = [values[m] for m in SIDES]
         difference = both[1] - both[0] if None not in both else None
         return {"key": key, "metric": label, **values, "difference": difference, "computed_on": computed_on}
 
     def from_metrics(key: str) -> dict:
-        return {m: metrics[m][key] for m in MODELS}
+        return {m: metrics[m][key] for m in SIDES}
 
     def from_scores(part: str, key: str) -> dict:
-        return {m: scores[m][part][key] for m in MODELS}
+        return {m: scores[m][part][key] for m in SIDES}
 
     signatures = reference.get("signatures", {})
     return [
@@ -236,7 +238,7 @@ def probe_rows(generations: dict[str, list[dict]], tests: dict[str, dict[str, di
 
 def eval_answer_rows(answers: dict[str, list[dict]], scores: dict[str, dict]) -> list[dict]:
     rows = []
-    per_record = {m: scores[m]["reference"]["per_record"] for m in MODELS}
+    per_record = {m: scores[m]["reference"]["per_record"] for m in SIDES}
     for index, (before, after) in enumerate(zip(answers["base"], answers["tuned"], strict=True)):
         rows.append(
             {
@@ -245,7 +247,7 @@ def eval_answer_rows(answers: dict[str, list[dict]], scores: dict[str, dict]) ->
                 "reference": before["reference"],
                 "base": before["answer"],
                 "tuned": after["answer"],
-                **{f"{m}_chrf": round(per_record[m][index]["chrf"], 2) for m in MODELS},
+                **{f"{m}_chrf": round(per_record[m][index]["chrf"], 2) for m in SIDES},
                 "base_hit_max_new_tokens": before["hit_max_new_tokens"],
                 "tuned_hit_max_new_tokens": after["hit_max_new_tokens"],
             }
@@ -444,11 +446,11 @@ def main(argv: list[str] | None = None) -> None:
         recipe, overrides = settings["recipe"], settings["overrides"]
     else:
         recipe, overrides = yaml.safe_load(Path(args.recipe).read_text(encoding="utf-8")), {}
-    metrics = {m: read_json(getattr(args, f"{m}_metrics")) for m in MODELS}
-    scores = {m: read_json(getattr(args, f"{m}_scores")) for m in MODELS}
-    generations = {m: list(read_jsonl(getattr(args, f"{m}_generations"))) for m in MODELS}
-    answers = {m: list(read_jsonl(getattr(args, f"{m}_eval_answers"))) for m in MODELS}
-    tests = {m: {p["prompt"]: p for p in scores[m]["code"]["per_probe"]} for m in MODELS}
+    metrics = {m: read_json(getattr(args, f"{m}_metrics")) for m in SIDES}
+    scores = {m: read_json(getattr(args, f"{m}_scores")) for m in SIDES}
+    generations = {m: list(read_jsonl(getattr(args, f"{m}_generations"))) for m in SIDES}
+    answers = {m: list(read_jsonl(getattr(args, f"{m}_eval_answers"))) for m in SIDES}
+    tests = {m: {p["prompt"]: p for p in scores[m]["code"]["per_probe"]} for m in SIDES}
 
     rows = metric_rows(metrics, scores, scores["base"]["probes_file"])
     probes = probe_rows(generations, tests)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import csv
 import html
+import logging
 
-from common import add_log_argument, atomic_path, read_json, setup_logging
+from alpaca_lora.common import add_log_argument, atomic_path, read_json, setup_logging
 
-log = setup_logging("make_summary")
+log = logging.getLogger("make_summary")
 
 KEY_SETTINGS = [
     "model.name",

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 from pathlib import Path
 
-from common import add_log_argument, atomic_directory, setup_logging, sha256_file, write_json
+from alpaca_lora.common import add_log_argument, atomic_directory, setup_logging, sha256_file, write_json
 
-log = setup_logging("prepare_base_model")
+log = logging.getLogger("prepare_base_model")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,8 +15,8 @@ Reference-based, on the answers to the first N eval records (written by evaluate
 Functional, on the answers to probe prompts that come with tests (config/probes.yaml): the Python code is
 extracted from the answer (fenced blocks, or unfenced code between prose), reduced to its imports,
 definitions and constant assignments (example calls, input() and prints are dropped), and run against the
-probe's assert statements by sandbox.py in a separate process. pass@1 = share of tested probes whose one
-greedy answer passes every test.
+probe's assert statements by alpaca_lora.sandbox in a separate process. pass@1 = share of tested probes
+whose one greedy answer passes every test.
 
 Example:
   python scripts/score_answers.py --eval-answers eval_answers.jsonl --probe-answers generations.jsonl \\
@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import logging
 import re
 import textwrap
 
-from common import add_log_argument, read_jsonl, setup_logging, write_json
+from alpaca_lora.common import add_log_argument, read_jsonl, setup_logging, write_json
 
-log = setup_logging("score_answers")
+log = logging.getLogger("score_answers")
 
 PYTHON_FENCE_LANGUAGES = {"", "python", "py", "python3"}
 FENCE = re.compile(r"^\s*(```|~~~)\s*([\w+-]*)")
@@ -189,7 +190,7 @@ def extract_code(answer: str, entry_point: str) -> dict:
 
 def code_scores(answers: list[dict], probes: list[dict], timeout_s: float, memory_mb: int) -> dict:
     """Run each tested probe's extracted code against its tests in the sandbox; pass@1 over them."""
-    from sandbox import run_tests
+    from alpaca_lora.sandbox import run_tests
 
     by_prompt = {answer["prompt"]: answer for answer in answers}
     results = []

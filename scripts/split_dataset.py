@@ -15,9 +15,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 
-from common import (
+from alpaca_lora.common import (
     add_log_argument,
     canonical_json,
     read_jsonl,
@@ -28,7 +29,7 @@ from common import (
     write_jsonl,
 )
 
-log = setup_logging("split_dataset")
+log = logging.getLogger("split_dataset")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,25 +1,26 @@
 #!/usr/bin/env python
 """Train a LoRA adapter on templated chat text with TRL's SFTTrainer and PEFT.
 
-Reads the templated train/eval JSON Lines written by apply_chat_template.py. By default the loss counts the
-answer tokens only (--loss-on answer: the prompt/completion pair of each record, TRL's completion-only loss);
---loss-on all trains on the whole templated text.
+Reads the templated train/eval JSON Lines written by apply_chat_template.py, and the settings: a YAML or
+JSON file whose `lora` section holds PEFT LoraConfig fields and whose `training` section holds TRL SFTConfig
+fields, passed to them as they are (a recipe file works, and so does the settings.json the workflow
+writes). This script sets only what it owns: where checkpoints go, when they are saved, what is logged, CPU
+or GPU.
+With completion_only_loss (the recipes' choice) the loss counts the answer tokens only.
 
 Writes the adapter folder, the log history (one row per logging or evaluation step: loss, learning rate,
-grad norm, eval loss) as CSV, and a JSON summary. Checkpoints go to --checkpoint-dir every --save-steps;
-when that folder holds a checkpoint of the same settings and data, training resumes from it. After a
-successful run the checkpoints are removed (the adapter is the result).
+grad norm, eval loss) as CSV, and a JSON summary (with every SFTConfig value used). Checkpoints go to
+--checkpoint-dir every save_steps; when that folder holds a checkpoint of the same settings and data,
+training resumes from it. After a successful run the checkpoints are removed (the adapter is the result).
 
 On SIGTERM (what SLURM sends before a time limit with --signal, on scancel and on preemption; also `kill`)
 training finishes its current step, saves a checkpoint and exits with status 143 without writing the outputs:
 the next run resumes from that checkpoint.
 
-Example (the recipe as written, on a GPU):
+Example (the Phi-3.5 recipe, on a GPU):
   python scripts/train_lora.py --model results/models/phi-3.5-mini-instruct --train train.jsonl \\
-      --eval eval.jsonl --output-dir adapter --history history.csv --summary train_summary.json \\
-      --checkpoint-dir checkpoints --lora-r 16 --lora-alpha 32 --target-modules all-linear \\
-      --learning-rate 5e-5 --num-train-epochs 3 --per-device-train-batch-size 2 --max-length 2048 \\
-      --packing --bf16
+      --eval eval.jsonl --settings config/recipes/phi35-mini-alpaca-recipe.yaml --output-dir adapter \\
+      --history history.csv --summary train_summary.json --checkpoint-dir checkpoints
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-from common import (
+from alpaca_lora.common import (
     add_log_argument,
     atomic_directory,
     atomic_path,
@@ -47,98 +49,78 @@ from common import (
     write_json,
 )
 
-log = setup_logging("train_lora")
+log = logging.getLogger("train_lora")
 
-# Arguments that name files rather than settings: they do not decide whether a checkpoint can be resumed.
 COMPLETE_MARKER = "checkpoint-complete.txt"
-PATH_ARGUMENTS = {"model", "train", "eval", "output_dir", "history", "summary", "checkpoint_dir", "log_file"}
+# SFTConfig fields this script sets itself; a settings file may not (the recipe schema has no such keys).
+OWNED_FIELDS = {
+    "output_dir",
+    "save_strategy",
+    "save_total_limit",
+    "report_to",
+    "include_num_input_tokens_seen",
+    "dataloader_pin_memory",
+    "use_cpu",
+    "disable_tqdm",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    files = parser.add_argument_group("files")
-    files.add_argument("--model", required=True, help="base model folder")
-    files.add_argument("--train", required=True, help="templated train JSON Lines")
-    files.add_argument("--eval", required=True, help="templated eval JSON Lines")
-    files.add_argument("--output-dir", required=True, help="adapter folder to write")
-    files.add_argument("--history", required=True, help="CSV log history to write")
-    files.add_argument("--summary", required=True, help="JSON training summary to write")
-    files.add_argument("--checkpoint-dir", required=True, help="where checkpoints go (and resume from)")
-    add_log_argument(files)
-
-    lora = parser.add_argument_group("LoRA (defaults: the recipe)")
-    lora.add_argument("--lora-r", type=int, default=16, help="rank (default: %(default)s)")
-    lora.add_argument("--lora-alpha", type=int, default=32, help="scaling alpha (default: %(default)s)")
-    lora.add_argument("--lora-dropout", type=float, default=0.05, help="dropout (default: %(default)s)")
-    lora.add_argument(
-        "--target-modules",
-        nargs="+",
-        default=["all-linear"],
-        help="module names, or all-linear (default: %(default)s)",
+    parser.add_argument("--model", required=True, help="base model folder")
+    parser.add_argument("--train", required=True, help="templated train JSON Lines")
+    parser.add_argument("--eval", required=True, help="templated eval JSON Lines")
+    parser.add_argument(
+        "--settings", required=True, help="YAML/JSON with `lora` (LoraConfig) and `training` (SFTConfig)"
     )
-
-    train = parser.add_argument_group("training (defaults: the recipe)")
-    train.add_argument("--learning-rate", type=float, default=5e-5)
-    train.add_argument("--num-train-epochs", type=float, default=3.0)
-    train.add_argument("--max-steps", type=int, default=-1, help="overrides epochs when > 0")
-    train.add_argument("--per-device-train-batch-size", type=int, default=2)
-    train.add_argument("--per-device-eval-batch-size", type=int, default=8)
-    train.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    train.add_argument("--max-length", type=int, default=2048, help="tokens per sequence")
-    train.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True)
-    train.add_argument("--packing-strategy", default="bfd", choices=["bfd", "wrapped"])
-    train.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
-    train.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False)
-    train.add_argument("--lr-scheduler-type", default="linear")
-    train.add_argument(
-        "--warmup-steps", type=float, default=0.0, help="steps (>= 1) or a fraction of all steps (< 1)"
-    )
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument(
-        "--train-sampling-strategy",
-        default="random",
-        choices=["random", "group_by_length"],
-        help="group_by_length batches records of similar length: less padding (default: %(default)s)",
-    )
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument(
-        "--loss-on",
-        choices=["answer", "all"],
-        default="answer",
-        help="answer: assistant answer tokens only; all: the whole templated text (default: %(default)s)",
-    )
-    train.add_argument("--logging-steps", type=int, default=10)
-    train.add_argument(
-        "--eval-steps", type=int, default=0, help="evaluate every N steps; 0 = at the end only"
-    )
-    train.add_argument("--save-steps", type=int, default=100, help="checkpoint every N steps")
+    parser.add_argument("--output-dir", required=True, help="adapter folder to write")
+    parser.add_argument("--history", required=True, help="CSV log history to write")
+    parser.add_argument("--summary", required=True, help="JSON training summary to write")
+    parser.add_argument("--checkpoint-dir", required=True, help="where checkpoints go (and resume from)")
+    add_log_argument(parser)
     return parser.parse_args(argv)
 
 
-def load_split(path: str, loss_on: str, eos_token: str | None):
+def read_settings(path: str) -> dict:
+    """The `lora` and `training` sections of a settings or recipe file; nothing else in it matters here."""
+    import yaml
+
+    settings = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    missing = [key for key in ("lora", "training") if not isinstance(settings, dict) or key not in settings]
+    if missing:
+        raise SystemExit(f"{path}: no {' or '.join(missing)} section")
+    owned = sorted(OWNED_FIELDS & set(settings["training"]))
+    if owned:
+        raise SystemExit(f"{path}: training.{owned[0]} is set by train_lora.py itself; remove it")
+    return {"lora": settings["lora"], "training": settings["training"]}
+
+
+def load_split(path: str, eos_token: str | None):
+    """Prompt/completion pairs (TRL scores the completion only when completion_only_loss is on)."""
     from datasets import Dataset
 
     rows = []
     for record in read_jsonl(path):
         prompt, completion = loss_pair(record, eos_token)
-        rows.append(
-            {"prompt": prompt, "completion": completion}
-            if loss_on == "answer"
-            else {"text": prompt + completion}
-        )
+        rows.append({"prompt": prompt, "completion": completion})
     if not rows:
         raise ValueError(f"{path}: no records")
     return Dataset.from_list(rows)
 
 
-def settings_fingerprint(args: argparse.Namespace) -> str:
+def settings_fingerprint(settings: dict, args: argparse.Namespace) -> str:
     """What a checkpoint must match to be resumed: every setting plus the content of the inputs."""
-    settings = {k: v for k, v in sorted(vars(args).items()) if k not in PATH_ARGUMENTS}
-    settings["train_sha256"] = sha256_file(args.train)
-    settings["model_config_sha256"] = sha256_file(Path(args.model) / "config.json")
-    return sha256_text(canonical_json(settings))
+    return sha256_text(
+        canonical_json(
+            {
+                **settings,
+                "train_sha256": sha256_file(args.train),
+                "model_config_sha256": sha256_file(Path(args.model) / "config.json"),
+            }
+        )
+    )
 
 
 def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str) -> str | None:
@@ -272,52 +254,16 @@ def write_history(path: str, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def build_trainer(args: argparse.Namespace, checkpoint_dir: Path, stop: StopRequest):
+def training_config(training: dict, checkpoint_dir: Path):
+    """TRL's SFTConfig: the recipe's training section as it is, plus the fields this script owns."""
     import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    trust = trusts_remote_code(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trust)
-    train_data = load_split(args.train, args.loss_on, tokenizer.eos_token)
-    eval_data = load_split(args.eval, args.loss_on, tokenizer.eos_token)
-    model = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32, trust_remote_code=trust
-    )
-    target_modules = args.target_modules[0] if args.target_modules == ["all-linear"] else args.target_modules
-    peft_config = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=target_modules,
-        task_type="CAUSAL_LM",
-    )
-    config = SFTConfig(
+    return SFTConfig(
+        # The data order follows the seed unless the recipe sets data_seed.
+        **{"data_seed": training["seed"], **training},
         output_dir=str(checkpoint_dir),
-        learning_rate=args.learning_rate,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        per_device_eval_batch_size=args.per_device_eval_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        max_length=args.max_length,
-        packing=args.packing,
-        packing_strategy=args.packing_strategy,
-        bf16=args.bf16,
-        gradient_checkpointing=args.gradient_checkpointing,
-        lr_scheduler_type=args.lr_scheduler_type,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        train_sampling_strategy=args.train_sampling_strategy,
-        seed=args.seed,
-        data_seed=args.seed,
-        completion_only_loss=args.loss_on == "answer",
-        logging_steps=args.logging_steps,
-        eval_strategy="steps" if args.eval_steps > 0 else "no",
-        eval_steps=args.eval_steps if args.eval_steps > 0 else None,
         save_strategy="steps",
-        save_steps=args.save_steps,
         save_total_limit=2,
         report_to="none",
         include_num_input_tokens_seen="non_padding",
@@ -326,14 +272,27 @@ def build_trainer(args: argparse.Namespace, checkpoint_dir: Path, stop: StopRequ
         use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         disable_tqdm=False,
     )
+
+
+def build_trainer(settings: dict, args: argparse.Namespace, checkpoint_dir: Path):
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    trust = trusts_remote_code(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trust)
+    train_data = load_split(args.train, tokenizer.eos_token)
+    eval_data = load_split(args.eval, tokenizer.eos_token)
+    dtype = torch.bfloat16 if settings["training"]["bf16"] else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, trust_remote_code=trust)
     return SFTTrainer(
         model=model,
-        args=config,
+        args=training_config(settings["training"], checkpoint_dir),
         train_dataset=train_data,
         eval_dataset=eval_data,
         processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()],
+        peft_config=LoraConfig(task_type="CAUSAL_LM", **settings["lora"]),
     )
 
 
@@ -346,23 +305,29 @@ def exit_on_stop_request(stop: StopRequest, where: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()  # the whole step: loading, training, evaluation, saving
     args = parse_args(argv)
     setup_logging("train_lora", args.log_file)
     stop = StopRequest()
     stop.install(signal.SIGTERM)
-    log.info("Settings: %s", json.dumps({k: v for k, v in vars(args).items()}, sort_keys=True))
+    settings = read_settings(args.settings)
+    log.info("Settings: %s", canonical_json(settings))
     checkpoint_dir = Path(args.checkpoint_dir)
-    fingerprint = settings_fingerprint(args)
+    fingerprint = settings_fingerprint(settings, args)
     resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)
-    trainer = build_trainer(args, checkpoint_dir, stop)
+    trainer = build_trainer(settings, args, checkpoint_dir)
+    for callback in (progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()):
+        trainer.add_callback(callback)
     exit_on_stop_request(stop, "before training started")
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("Trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
     if resume_from:
         log.info("Resuming from checkpoint %s", resume_from)
-    started = time.monotonic()
+    training_started = time.monotonic()
     trainer.train(resume_from_checkpoint=resume_from)
-    train_seconds = time.monotonic() - started  # the training loop only: tokens/s is measured over it
+    train_seconds = (
+        time.monotonic() - training_started
+    )  # the training loop only: tokens/s is measured over it
     if trainer.state.global_step < trainer.state.max_steps:
         exit_on_stop_request(stop, f"at step {trainer.state.global_step} of {trainer.state.max_steps}")
     final_eval = last_evaluation(trainer.state) or trainer.evaluate()
@@ -389,10 +354,17 @@ def main(argv: list[str] | None = None) -> None:
             "train_sequences": len(trainer.train_dataset),
             "trainable_parameters": trainable,
             "total_parameters": total,
+            "sft_config": sft_config_record(trainer.args),
         },
     )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log.info("Saved adapter to %s (%d steps)", args.output_dir, trainer.state.global_step)
+
+
+def sft_config_record(config) -> dict:
+    """Every SFTConfig value the run used (not the paths of this machine: the manifest has them)."""
+    values = json.loads(config.to_json_string())
+    return {key: value for key, value in sorted(values.items()) if key not in ("output_dir", "logging_dir")}
 
 
 if __name__ == "__main__":

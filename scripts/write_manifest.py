@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import platform
 import subprocess
 import sys
@@ -31,9 +32,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from common import add_log_argument, read_json, setup_logging, sha256_file, write_json
+from alpaca_lora.common import add_log_argument, read_json, setup_logging, sha256_file, write_json
 
-log = setup_logging("write_manifest")
+log = logging.getLogger("write_manifest")
 
 # Benchmark columns kept, with the names they get in the manifest.
 BENCHMARK_COLUMNS = {"s": "seconds", "cpu_time": "cpu_seconds", "max_rss": "max_rss_mb"}

@@ -10,16 +10,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from alpaca_lora.testing import ROOT, build_tiny_model
+
 SCRIPTS = ROOT / "scripts"
 SAMPLE_DATA = ROOT / "data" / "raw" / "alpaca_zh_en_sample.json"
 
-sys.path.insert(0, str(SCRIPTS))
-sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from tiny_models import build_tiny_model  # noqa: E402
 
 
 def run_script(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:

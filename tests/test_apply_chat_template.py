@@ -11,7 +11,7 @@ from apply_chat_template import render
 from conftest import run_script
 from convert_to_messages import convert
 
-# What each tiny model's template (tests/tiny_models.py) puts before the answer.
+# What each tiny model's template (alpaca_lora.testing) puts before the answer.
 GENERATION_PROMPT = {"tiny_llama": "<|im_start|>assistant\n", "tiny_phi3": "<|assistant|>\n"}
 
 _TOKENIZERS: dict[Path, object] = {}

@@ -1,4 +1,4 @@
-"""scripts/common.py: loss_pair, atomic writes, JSON Lines reading."""
+"""alpaca_lora.common: loss_pair, atomic writes, JSON Lines reading."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common import atomic_directory, atomic_path, loss_pair, read_jsonl, write_json, write_jsonl
+from alpaca_lora.common import atomic_directory, atomic_path, loss_pair, read_jsonl, write_json, write_jsonl
 
 PROMPT = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 

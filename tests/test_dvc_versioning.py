@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alpaca_lora.testing import WORKFLOW_FILES, jobs_planned, snakemake, tiny_recipe
 from conftest import ROOT
-from test_workflow import WORKFLOW_FILES, jobs_planned, snakemake, tiny_recipe
 
 BIN = Path(sys.executable).parent
 DVC_FILES = [".dvc/config", ".dvc/.gitignore", ".dvcignore", "dvc.yaml", ".gitignore", "data/raw/.gitignore"]
@@ -185,7 +185,6 @@ def test_record_refuses_before_the_run_has_finished(origin):
 
 
 def test_record_refuses_data_that_a_clone_would_lack(tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT / "tools"))
     import dvc_pipeline
 
     monkeypatch.chdir(tmp_path)
@@ -202,7 +201,16 @@ def test_record_refuses_data_that_a_clone_would_lack(tmp_path, monkeypatch):
 def test_an_experiment_with_one_changed_parameter_reruns_only_what_it_affects(origin, clone):
     before, before_mtimes = artifacts(clone), mtimes(clone)
     result = command(clone, "dvc", "exp", "run", "-S", f"{RECIPE}:training.learning_rate=0.001")
-    tuned_only = ["train_lora", "evaluate", "score_answers", "report", "summary", "manifest", "all"]
+    tuned_only = [
+        "training_settings",
+        "train_lora",
+        "evaluate",
+        "score_answers",
+        "report",
+        "summary",
+        "manifest",
+        "all",
+    ]
     assert job_counts(result.stdout) == dict.fromkeys(tuned_only, 1)
     after, after_mtimes = artifacts(clone), mtimes(clone)
     untouched = [
@@ -231,13 +239,10 @@ def test_an_experiment_with_one_changed_parameter_reruns_only_what_it_affects(or
 
 def test_the_committed_dvc_yaml_is_what_the_workflow_generates(monkeypatch):
     """dvc.yaml is derived from Snakemake's DAG: a change to the workflow's outputs must regenerate it."""
-    sys.path.insert(0, str(ROOT / "tools"))
     import dvc_pipeline
 
     monkeypatch.chdir(ROOT)
     expected = dvc_pipeline.dvc_yaml_text(dvc_pipeline.pipeline_definition())
     assert (ROOT / "dvc.yaml").read_text(encoding="utf-8") == expected, (
-        "dvc.yaml is stale: regenerate it with "
-        '`python -c \'import sys; sys.path.insert(0, "tools"); import dvc_pipeline as d; '
-        "d.write_dvc_yaml(d.pipeline_definition())'`"
+        "dvc.yaml is stale: regenerate it with `python tools/dvc_pipeline.py dvc-yaml`"
     )

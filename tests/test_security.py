@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common import trusts_remote_code
+from alpaca_lora.common import trusts_remote_code
 from conftest import SCRIPTS, run_script
 
 # A model whose class lives in the folder, not in transformers: loading it runs that folder's code.

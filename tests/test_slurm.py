@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alpaca_lora.testing import SNAKEMAKE, build_tiny_model, make_workdir, tiny_recipe, workflow_env
 from conftest import ROOT, SAMPLE_DATA
-from test_workflow import SNAKEMAKE, make_workdir, tiny_recipe, workflow_env
-from tiny_models import build_tiny_model
 
 pytestmark = pytest.mark.slurm
 

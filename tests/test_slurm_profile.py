@@ -10,8 +10,8 @@ import subprocess
 
 import yaml
 
+from alpaca_lora.testing import SNAKEMAKE
 from conftest import ROOT
-from test_workflow import SNAKEMAKE
 
 PROFILE_FILE = ROOT / "profiles" / "slurm" / "config.yaml"
 

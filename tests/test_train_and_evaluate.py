@@ -13,36 +13,37 @@ from pathlib import Path
 
 import pytest
 
-from common import read_jsonl
+from alpaca_lora.common import read_jsonl
+from alpaca_lora.testing import build_tiny_model
 from conftest import SAMPLE_DATA, SCRIPTS, run_script
-from tiny_models import build_tiny_model
 
-TRAIN_SETTINGS = [
-    "--lora-r",
-    "4",
-    "--lora-alpha",
-    "8",
-    "--learning-rate",
-    "5e-3",
-    "--max-steps",
-    "6",
-    "--per-device-train-batch-size",
-    "4",
-    "--per-device-eval-batch-size",
-    "64",
-    "--max-length",
-    "256",
-    "--no-packing",
-    "--no-bf16",
-    "--logging-steps",
-    "1",
-    "--eval-steps",
-    "3",
-    "--save-steps",
-    "3",
-    "--seed",
-    "7",
-]
+# The settings file train_lora.py reads: PEFT LoraConfig and TRL SFTConfig fields, as a recipe has them.
+TRAIN_SETTINGS = {
+    "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.05, "target_modules": "all-linear"},
+    "training": {
+        "learning_rate": 5e-3,
+        "max_steps": 6,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 64,
+        "max_length": 256,
+        "packing": False,
+        "bf16": False,
+        "completion_only_loss": True,
+        "logging_steps": 1,
+        "eval_strategy": "steps",
+        "eval_steps": 3,
+        "save_steps": 3,
+        "seed": 7,
+    },
+}
+
+
+def train_settings(lora: dict | None = None, **training) -> dict:
+    """TRAIN_SETTINGS with some values changed."""
+    return {
+        "lora": {**TRAIN_SETTINGS["lora"], **(lora or {})},
+        "training": {**TRAIN_SETTINGS["training"], **training},
+    }
 
 
 def templated_splits(folder: Path, model: Path, alpaca: Path) -> dict[str, Path]:
@@ -87,7 +88,12 @@ def templated_splits(folder: Path, model: Path, alpaca: Path) -> dict[str, Path]
     return paths
 
 
-def train_arguments(folder: Path, model: Path, splits: dict[str, Path], *extra: str) -> list[str]:
+def train_arguments(
+    folder: Path, model: Path, splits: dict[str, Path], settings: dict = TRAIN_SETTINGS, *extra: str
+) -> list[str]:
+    """train_lora.py's arguments, with `settings` written to folder/settings.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
     return [
         "--model",
         str(model),
@@ -95,6 +101,8 @@ def train_arguments(folder: Path, model: Path, splits: dict[str, Path], *extra: 
         str(splits["train"]),
         "--eval",
         str(splits["eval"]),
+        "--settings",
+        str(folder / "settings.json"),
         "--output-dir",
         str(folder / "adapter"),
         "--history",
@@ -111,7 +119,7 @@ def train_arguments(folder: Path, model: Path, splits: dict[str, Path], *extra: 
 def trained(tmp_path_factory, tiny_llama, small_alpaca) -> dict:
     folder = tmp_path_factory.mktemp("train")
     splits = templated_splits(folder, tiny_llama, small_alpaca)
-    run_script("train_lora.py", *train_arguments(folder, tiny_llama, splits, *TRAIN_SETTINGS))
+    run_script("train_lora.py", *train_arguments(folder, tiny_llama, splits))
     return {"folder": folder, "model": tiny_llama, **splits}
 
 
@@ -236,7 +244,7 @@ def test_evaluation_loss_matches_the_trainers_eval_loss(trained, tmp_path):
 def test_answer_tokens_are_the_completion_tokens(trained, tmp_path):
     from transformers import AutoTokenizer
 
-    from common import loss_pair, read_jsonl
+    from alpaca_lora.common import loss_pair, read_jsonl
 
     tokenizer = AutoTokenizer.from_pretrained(trained["model"])
     expected = 0
@@ -275,16 +283,14 @@ def test_interrupted_training_resumes_exactly(tmp_path, small_alpaca):
     # Wide enough that the run is still training when the test sees the first checkpoint and kills it.
     model = build_tiny_model(tmp_path / "model", SAMPLE_DATA, "llama", hidden_size=64)
     splits = templated_splits(tmp_path, model, small_alpaca)
-    settings = [*TRAIN_SETTINGS, "--lora-dropout", "0.1"]
-    settings[settings.index("--max-steps") + 1] = "8"
-    settings[settings.index("--save-steps") + 1] = "2"
+    settings = train_settings({"lora_dropout": 0.1}, max_steps=8, save_steps=2)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_script("train_lora.py", *train_arguments(straight, model, splits, *settings))
+    run_script("train_lora.py", *train_arguments(straight, model, splits, settings))
 
     arguments = [
         sys.executable,
         str(SCRIPTS / "train_lora.py"),
-        *train_arguments(resumed, model, splits, *settings),
+        *train_arguments(resumed, model, splits, settings),
     ]
     process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_checkpoint = resumed / "checkpoints" / "checkpoint-2" / "checkpoint-complete.txt"
@@ -297,7 +303,7 @@ def test_interrupted_training_resumes_exactly(tmp_path, small_alpaca):
     assert not (resumed / "adapter").exists(), "an interrupted run must not leave an adapter"
     assert not (resumed / "summary.json").exists()
 
-    result = run_script("train_lora.py", *train_arguments(resumed, model, splits, *settings))
+    result = run_script("train_lora.py", *train_arguments(resumed, model, splits, settings))
     assert "Resuming from checkpoint" in result.stderr
     after, before = (json.loads((folder / "summary.json").read_text()) for folder in (resumed, straight))
     assert after["resumed_from"] and "checkpoint-" in after["resumed_from"]
@@ -337,15 +343,13 @@ def test_sigterm_saves_a_checkpoint_that_the_next_run_resumes(tmp_path, small_al
     """SLURM's warning before a time limit, scancel and preemption all send SIGTERM first."""
     model = build_tiny_model(tmp_path / "model", SAMPLE_DATA, "llama", hidden_size=256)
     splits = templated_splits(tmp_path, model, small_alpaca)
-    settings = [*TRAIN_SETTINGS]
-    settings[settings.index("--max-steps") + 1] = "10"
     # No periodic checkpoint before the end: the only one to resume from is the one SIGTERM saves.
-    settings[settings.index("--save-steps") + 1] = "1000"
+    settings = train_settings(max_steps=10, save_steps=1000)
     log_file = tmp_path / "train.log"
     arguments = [
         sys.executable,
         str(SCRIPTS / "train_lora.py"),
-        *train_arguments(tmp_path, model, splits, *settings, "--log-file", str(log_file)),
+        *train_arguments(tmp_path, model, splits, settings, "--log-file", str(log_file)),
     ]
     process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -363,6 +367,6 @@ def test_sigterm_saves_a_checkpoint_that_the_next_run_resumes(tmp_path, small_al
     assert 1 <= step < 10
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "summary.json").exists()
 
-    run_script("train_lora.py", *train_arguments(tmp_path, model, splits, *settings))
+    run_script("train_lora.py", *train_arguments(tmp_path, model, splits, settings))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["resumed_from"] == str(saved[0]) and summary["global_step"] == 10

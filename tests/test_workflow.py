@@ -5,95 +5,24 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from common import sha256_file
+from alpaca_lora.common import sha256_file
+from alpaca_lora.testing import (
+    SNAKEMAKE,
+    jobs_planned,
+    make_workdir,
+    snakemake,
+    tiny_recipe,
+    workflow_env,
+)
 from conftest import ROOT, git
-
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-WORKFLOW_FILES = [
-    "Snakefile",
-    "workflow",
-    "scripts",
-    "config",
-    "profiles",
-    "environment.yml",
-    "requirements.txt",
-]
-
-
-def workflow_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
-
-
-def snakemake(
-    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [SNAKEMAKE, "--cores", "2", *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        env=env or workflow_env(),
-        timeout=900,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-        )
-    return result
-
-
-def jobs_planned(workdir: Path) -> dict[str, int]:
-    """Rule name -> job count from a dry run's job table."""
-    output = snakemake(workdir, "--dry-run").stdout
-    if "Nothing to be done" in output:
-        return {}
-    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
-    rows = [line.split() for line in table.splitlines()[3:] if line.strip()]
-    return {name: int(count) for name, count in rows}
-
-
-def tiny_recipe(base: str, model: Path, data: Path) -> dict:
-    recipe = yaml.safe_load((ROOT / "config" / "recipes" / base).read_text(encoding="utf-8"))
-    recipe["model"].update(name="tiny", source={"kind": "local", "path": str(model)})
-    recipe["data"].update(name="small", path=str(data))
-    recipe["split"]["eval_size"] = 8
-    recipe["training"].update(
-        max_steps=4,
-        max_length=128,
-        per_device_train_batch_size=4,
-        logging_steps=1,
-        eval_steps=2,
-        save_steps=2,
-    )
-    recipe["evaluation"].update(
-        max_new_tokens=8, max_length=128, reference_records=4, reference_max_new_tokens=6
-    )
-    return recipe
-
-
-def make_workdir(tmp_path: Path, recipes: dict[str, dict]) -> Path:
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    for name in WORKFLOW_FILES:
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
-    for name, recipe in recipes.items():
-        (workdir / "config" / "recipes" / f"{name}.yaml").write_text(
-            yaml.safe_dump(recipe, allow_unicode=True)
-        )
-    config = {"experiments": list(recipes), "recipes_dir": "config/recipes"}
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    return workdir
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +160,7 @@ def test_the_recipe_as_written_runs_on_a_tiny_phi3(tmp_path, tiny_phi3, small_al
 def test_the_example_grid_runs_every_cell_and_summarizes_them(tmp_path, tiny_llama, small_alpaca):
     """config/grid-example.yaml as shipped, with the tiny model in place of the embedded default's."""
     recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, small_alpaca)
-    recipe["training"].update(max_steps=2, eval_steps=0)
+    recipe["training"].update(max_steps=2, eval_strategy="no")
     workdir = make_workdir(tmp_path, {"smollm2-135m-alpaca-sample": recipe})
     snakemake(workdir, "--configfile", "config/grid-example.yaml")
 
@@ -349,7 +278,7 @@ def test_manifest_hashes_every_input_and_output(second_run, small_alpaca, tiny_l
     for package in ("torch", "transformers", "trl", "peft", "snakemake"):
         assert versions[package] == metadata.version(package)
     steps = manifest["timings"]
-    assert len(steps) == 11 and all(step["seconds"] >= 0 for step in steps.values())
+    assert len(steps) == 12 and all(step["seconds"] >= 0 for step in steps.values())
     assert {"tiny/train_lora", "tiny/evaluate.base", "models/tiny/prepare_base_model"} <= set(steps)
     assert {"tiny/score_answers.base", "tiny/score_answers.tuned"} <= set(steps)
     report = (workdir / "results/tiny/report/report.md").read_text(encoding="utf-8")

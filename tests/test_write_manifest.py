@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import write_manifest
-from common import sha256_file
+from alpaca_lora.common import sha256_file
 from conftest import git, run_script
 
 # The header Snakemake writes to a benchmark file, and one row.

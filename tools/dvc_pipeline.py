@@ -3,6 +3,8 @@
   record   after a finished `snakemake --cores all`: write dvc.yaml from Snakemake's own list of the DAG's
            files, hash every artifact into dvc.lock (`dvc commit`), upload them (`dvc push`), stage
            dvc.yaml and dvc.lock for `git commit`.
+  dvc-yaml only write dvc.yaml from the DAG (record does this too); dvc.yaml is committed, and a test
+           checks that it is current.
   restore  on a fresh clone or after `git checkout`: `dvc pull`, check that the code, config and data are
            exactly those dvc.lock recorded, then `snakemake --touch --forceall` so that Snakemake takes the
            restored files as up to date (DVC gives them new modification times in arbitrary order), and
@@ -25,20 +27,22 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from alpaca_lora import layout
+
 STAGE = "snakemake"
 STAGE_CMD = "snakemake --cores all"
 # What decides the results besides the recipes (params) and the data files (found in the DAG). The tools/
 # folder is not among them: recording must not make the pipeline look changed.
-CODE_DEPS = ["Snakefile", "workflow", "scripts", "config/config.yaml"]
-# Outputs DVC shows with `dvc metrics` and `dvc plots` (paths as workflow/rules/*.smk name them).
-METRICS = ["results/*/eval/*/metrics.json", "results/*/train/summary.json"]
-PLOTS = {"results/*/train/history.csv": {"x": "step", "y": ["loss", "eval_loss"]}}
+CODE_DEPS = ["Snakefile", "workflow", "scripts", "src", "config/config.yaml"]
+# Outputs DVC shows with `dvc metrics` and `dvc plots`.
+METRICS = [layout.glob("evaluate", "metrics"), layout.glob("train_lora", "summary")]
+PLOTS = {layout.glob("train_lora", "history"): {"x": "step", "y": ["loss", "eval_loss"]}}
 HEADER = """\
 # Written by `make record` (tools/dvc_pipeline.py) from Snakemake's DAG: edit the workflow, not this file.
 # One stage whose command is the whole workflow: Snakemake alone defines the steps and decides which re-run;
 # DVC hashes every artifact (dvc.lock), stores and shares them (dvc push / pull), and reads the metrics and
 # training curves (dvc metrics, dvc plots). Outputs are `persist` so that DVC never deletes them before
-# `dvc exp run` / `dvc repro` runs Snakemake. See the README, "Versioning data and models".
+# `dvc exp run` / `dvc repro` runs Snakemake. See docs/versioning.md.
 """
 
 
@@ -150,7 +154,7 @@ def check_data_is_versioned(definition: dict) -> None:
         if not (in_git or in_dvc):
             raise Failure(
                 f"{path} is read by the pipeline but neither git nor DVC tracks it, so a clone would lack "
-                f'it: run `dvc add {path}` (README, "Your own data"), then record again.'
+                f'it: run `dvc add {path}` (config/recipes/README.md, "Your own data"), then record again.'
             )
 
 
@@ -219,11 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     restore_parser.add_argument(
         "--no-pull", dest="pull", action="store_false", help="check out from the local cache, offline"
     )
+    commands.add_parser("dvc-yaml", help="only write dvc.yaml from Snakemake's DAG")
     for sub in (record_parser, restore_parser):
         sub.add_argument("--remote", help="DVC remote to use instead of the default one")
     args = parser.parse_args(argv)
     try:
-        {"record": record, "restore": restore}[args.command](args)
+        commands_by_name = {
+            "record": record,
+            "restore": restore,
+            "dvc-yaml": lambda _: write_dvc_yaml(pipeline_definition()),
+        }
+        commands_by_name[args.command](args)
     except Failure as failure:
         print(f"error: {failure}", file=sys.stderr)
         return 1

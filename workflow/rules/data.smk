@@ -3,17 +3,15 @@ rule convert_to_messages:
         raw=dataset_path,
         script=script_path("convert_to_messages"),
     output:
-        messages="results/data/{dataset}/messages.jsonl",
-        rejects="results/data/{dataset}/rejects.jsonl",
-        summary="results/data/{dataset}/convert_summary.json",
+        **layout.outputs("convert_to_messages"),
     log:
-        "results/logs/data/{dataset}/convert_to_messages.log",
+        layout.log("convert_to_messages"),
     benchmark:
-        "results/benchmarks/data/{dataset}/convert_to_messages.tsv"
+        layout.benchmark("convert_to_messages")
     conda:
         "../../environment.yml"
     params:
-        settings=conversion_flags,
+        settings=lambda w: EXPERIMENTS.conversion_flags(w.dataset),
     shell:
         "python {input.script:q} --input {input.raw:q} --output {output.messages:q}"
         " --rejects {output.rejects:q} --summary {output.summary:q}"
@@ -22,20 +20,18 @@ rule convert_to_messages:
 
 rule split_dataset:
     input:
-        messages="results/data/{dataset}/messages.jsonl",
+        messages=layout.output("convert_to_messages", "messages"),
         script=script_path("split_dataset"),
     output:
-        train="results/data/{dataset}/{split}/train.jsonl",
-        eval="results/data/{dataset}/{split}/eval.jsonl",
-        summary="results/data/{dataset}/{split}/split_summary.json",
+        **layout.outputs("split_dataset"),
     log:
-        "results/logs/data/{dataset}/{split}/split_dataset.log",
+        layout.log("split_dataset"),
     benchmark:
-        "results/benchmarks/data/{dataset}/{split}/split_dataset.tsv"
+        layout.benchmark("split_dataset")
     conda:
         "../../environment.yml"
     params:
-        split=split_settings,
+        split=lambda w: EXPERIMENTS.split_settings(w.dataset, w.split),
     shell:
         "python {input.script:q} --input {input.messages:q} --train {output.train:q}"
         " --eval {output.eval:q} --summary {output.summary:q}"
@@ -45,19 +41,17 @@ rule split_dataset:
 rule apply_chat_template:
     input:
         script=script_path("apply_chat_template"),
-        model="results/models/{model}",
-        messages="results/data/{dataset}/{split}/{part}.jsonl",
+        model=layout.MODEL,
+        messages=lambda w: files("split_dataset", **w)[w.part],
     output:
-        "results/data/{dataset}/{split}/{model}/{part}.templated.jsonl",
+        **layout.outputs("apply_chat_template"),
     log:
-        "results/logs/data/{dataset}/{split}/{model}/apply_chat_template.{part}.log",
+        layout.log("apply_chat_template"),
     benchmark:
-        "results/benchmarks/data/{dataset}/{split}/{model}/apply_chat_template.{part}.tsv"
-    wildcard_constraints:
-        part="train|eval",
+        layout.benchmark("apply_chat_template")
     conda:
         "../../environment.yml"
     threads: all_cores()
     shell:
         "python {input.script:q} --model {input.model:q} --input {input.messages:q}"
-        " --output {output:q} --workers {threads} --log-file {log:q}"
+        " --output {output.templated:q} --workers {threads} --log-file {log:q}"

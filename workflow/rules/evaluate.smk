@@ -3,21 +3,21 @@ rule evaluate:
         unpack(evaluation_inputs),
         script=script_path("evaluate"),
     output:
-        metrics="results/{experiment}/eval/{which}/metrics.json",
-        generations="results/{experiment}/eval/{which}/generations.jsonl",
-        eval_answers="results/{experiment}/eval/{which}/eval_answers.jsonl",
+        **layout.outputs("evaluate"),
     log:
-        "results/logs/{experiment}/evaluate.{which}.log",
+        layout.log("evaluate"),
     benchmark:
-        "results/benchmarks/{experiment}/evaluate.{which}.tsv"
+        layout.benchmark("evaluate")
     conda:
         "../../environment.yml"
     threads: all_cores()
     resources:
         mem_mb=8000,
     params:
-        adapter=adapter_flag,
-        settings=evaluation_flags,
+        adapter=lambda w, input: (
+            f"--adapter {shlex.quote(input.adapter)}" if w.which == "tuned" else ""
+        ),
+        settings=lambda w: EXPERIMENTS.evaluation_flags(w.experiment),
     shell:
         "python {input.script:q} --model {input.model:q} {params.adapter}"
         " --eval {input.eval:q} --metrics {output.metrics:q} --generations {output.generations:q}"
@@ -27,22 +27,22 @@ rule evaluate:
 
 rule score_answers:
     input:
-        eval_answers="results/{experiment}/eval/{which}/eval_answers.jsonl",
-        probe_answers="results/{experiment}/eval/{which}/generations.jsonl",
-        probes=probes_file,
+        eval_answers=layout.output("evaluate", "eval_answers"),
+        probe_answers=layout.output("evaluate", "generations"),
+        probes=lambda w: experiment(w).recipe["evaluation"]["probes"],
         script=script_path("score_answers"),
-        sandbox=script_path("sandbox"),
+        sandbox=package_path("sandbox"),
     output:
-        "results/{experiment}/eval/{which}/scores.json",
+        **layout.outputs("score_answers"),
     log:
-        "results/logs/{experiment}/score_answers.{which}.log",
+        layout.log("score_answers"),
     benchmark:
-        "results/benchmarks/{experiment}/score_answers.{which}.tsv"
+        layout.benchmark("score_answers")
     conda:
         "../../environment.yml"
     params:
-        settings=scoring_flags,
+        settings=lambda w: EXPERIMENTS.scoring_flags(w.experiment),
     shell:
         "python {input.script:q} --eval-answers {input.eval_answers:q}"
         " --probe-answers {input.probe_answers:q} --probes {input.probes:q}"
-        " --scores {output:q} {params.settings} --log-file {log:q}"
+        " --scores {output.scores:q} {params.settings} --log-file {log:q}"

@@ -3,16 +3,19 @@ rule manifest:
         unpack(manifest_inputs),
         script=script_path("write_manifest"),
     output:
-        "results/{experiment}/manifest.json",
+        **layout.outputs("manifest"),
     log:
-        "results/logs/{experiment}/write_manifest.log",
+        layout.log("manifest"),
     conda:
         "../../environment.yml"
     params:
-        recipe=resolved_recipe,
+        # The recipe as validated, schema defaults included.
+        recipe=lambda w: json.dumps(
+            experiment(w).recipe, sort_keys=True, ensure_ascii=False
+        ),
     shell:
         "python {input.script:q} --experiment {wildcards.experiment:q}"
         " --recipe-json {params.recipe:q} --model {input.model:q}"
         " --inputs {input.sources:q} --outputs {input.products:q}"
         " --benchmarks {input.timings:q}"
-        " --output {output:q} --log-file {log:q}"
+        " --output {output.manifest:q} --log-file {log:q}"

@@ -2,17 +2,17 @@ rule prepare_base_model:
     input:
         script=script_path("prepare_base_model"),
     output:
-        directory("results/models/{model}"),
+        model=directory(layout.output("prepare_base_model", "model")),
     log:
-        "results/logs/models/{model}/prepare_base_model.log",
+        layout.log("prepare_base_model"),
     benchmark:
-        "results/benchmarks/models/{model}/prepare_base_model.tsv"
+        layout.benchmark("prepare_base_model")
     conda:
         "../../environment.yml"
     threads: all_cores()
     resources:
         mem_mb=8000,
     params:
-        source=model_source_flags,
+        source=lambda w: EXPERIMENTS.model_source_flags(w.model),
     shell:
-        "python {input.script:q} {params.source} --out {output:q} --log-file {log:q}"
+        "python {input.script:q} {params.source} --out {output.model:q} --log-file {log:q}"

@@ -3,47 +3,47 @@ rule report:
         unpack(report_inputs),
         script=script_path("make_report"),
     output:
-        markdown="results/{experiment}/report/report.md",
+        markdown=layout.output("report", "markdown"),
         html=report(
-            "results/{experiment}/report/report.html",
+            layout.output("report", "html"),
             caption="../report/report.rst",
             category="{experiment}",
             labels={"experiment": "{experiment}", "figure": "report"},
         ),
         metrics=report(
-            "results/{experiment}/report/metrics.csv",
+            layout.output("report", "metrics"),
             caption="../report/metrics.rst",
             category="{experiment}",
             labels={"experiment": "{experiment}", "figure": "base vs tuned metrics"},
         ),
         curve=report(
-            "results/{experiment}/report/loss_curve.png",
+            layout.output("report", "curve"),
             caption="../report/loss_curve.rst",
             category="{experiment}",
             labels={"experiment": "{experiment}", "figure": "training curves"},
         ),
         generations=report(
-            "results/{experiment}/report/generations.csv",
+            layout.output("report", "generations"),
             caption="../report/generations.rst",
             category="{experiment}",
             labels={"experiment": "{experiment}", "figure": "probe answers"},
         ),
         eval_answers=report(
-            "results/{experiment}/report/eval_answers.csv",
+            layout.output("report", "eval_answers"),
             caption="../report/eval_answers.rst",
             category="{experiment}",
             labels={"experiment": "{experiment}", "figure": "eval answers"},
         ),
-        experiment="results/{experiment}/report/experiment.json",
+        experiment=layout.output("report", "experiment"),
     log:
-        "results/logs/{experiment}/make_report.log",
+        layout.log("report"),
     benchmark:
-        "results/benchmarks/{experiment}/make_report.tsv"
+        layout.benchmark("report")
     conda:
         "../../environment.yml"
     params:
-        settings=experiment_settings,
-        manifest="results/{experiment}/manifest.json",
+        settings=lambda w: EXPERIMENTS.settings_json(w.experiment),
+        manifest=layout.output("manifest", "manifest"),
     shell:
         "python {input.script:q} --experiment {wildcards.experiment:q}"
         " --recipe {input.recipe:q} --settings {params.settings:q}"
@@ -67,28 +67,28 @@ rule summary:
         script=script_path("make_summary"),
     output:
         csv=report(
-            SUMMARY["csv"],
+            layout.output("summary", "csv"),
             caption="../report/summary.rst",
             category="summary",
             labels={"table": "CSV"},
         ),
-        markdown=SUMMARY["md"],
+        markdown=layout.output("summary", "markdown"),
         latex=report(
-            SUMMARY["tex"],
+            layout.output("summary", "latex"),
             caption="../report/summary.rst",
             category="summary",
             labels={"table": "LaTeX tabular"},
         ),
         html=report(
-            SUMMARY["html"],
+            layout.output("summary", "html"),
             caption="../report/summary.rst",
             category="summary",
             labels={"table": "table"},
         ),
     log:
-        "results/logs/summary/make_summary.log",
+        layout.log("summary"),
     benchmark:
-        "results/benchmarks/summary/make_summary.tsv"
+        layout.benchmark("summary")
     conda:
         "../../environment.yml"
     shell:

@@ -1,26 +1,41 @@
+rule training_settings:
+    output:
+        **layout.outputs("training_settings"),
+    log:
+        layout.log("training_settings"),
+    benchmark:
+        layout.benchmark("training_settings")
+    localrule: True
+    params:
+        # The recipe's lora and training sections; a change re-runs training, a change elsewhere does not.
+        settings=lambda w: EXPERIMENTS.training_settings(w.experiment),
+    run:
+        write_json(output.settings, params.settings)
+        Path(log[0]).write_text(f"Wrote {output.settings}\n", encoding="utf-8")
+
+
 rule train_lora:
     input:
         unpack(experiment_inputs),
+        settings=layout.output("training_settings", "settings"),
         script=script_path("train_lora"),
     output:
-        adapter=directory("results/{experiment}/train/adapter"),
-        history="results/{experiment}/train/history.csv",
-        summary="results/{experiment}/train/summary.json",
+        adapter=directory(layout.output("train_lora", "adapter")),
+        history=layout.output("train_lora", "history"),
+        summary=layout.output("train_lora", "summary"),
     log:
-        "results/logs/{experiment}/train_lora.log",
+        layout.log("train_lora"),
     benchmark:
-        "results/benchmarks/{experiment}/train_lora.tsv"
+        layout.benchmark("train_lora")
     conda:
         "../../environment.yml"
     threads: all_cores()
     resources:
         mem_mb=16000,
     params:
-        settings=training_flags,
-        # Not an output: Snakemake deletes outputs of failed jobs, and checkpoints must survive them.
-        checkpoints="results/{experiment}/train/checkpoints",
+        checkpoints=layout.CHECKPOINTS,
     shell:
         "python {input.script:q} --model {input.model:q} --train {input.train:q}"
-        " --eval {input.eval:q} --output-dir {output.adapter:q} --history {output.history:q}"
-        " --summary {output.summary:q} --checkpoint-dir {params.checkpoints:q}"
-        " {params.settings} --log-file {log:q}"
+        " --eval {input.eval:q} --settings {input.settings:q} --output-dir {output.adapter:q}"
+        " --history {output.history:q} --summary {output.summary:q}"
+        " --checkpoint-dir {params.checkpoints:q} --log-file {log:q}"

@@ -20,7 +20,7 @@ crash — is reported as a failed test, never raised. This guards against the ac
 determined attacker in the same interpreter: run untrusted evaluations in a container for that.
 
 Example:
-  python scripts/sandbox.py --code answer.py --test "assert factorial(5) == 120" --timeout-s 5
+  python -m alpaca_lora.sandbox --code answer.py --test "assert factorial(5) == 120" --timeout-s 5
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-# The recipe fixes the log format (RECIPE.md, step 1).
+# One log format for every step: time, level, logger, message.
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 

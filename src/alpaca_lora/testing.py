@@ -1,13 +1,24 @@
-"""Build tiny, randomly initialised chat models with a tokenizer trained locally by `tokenizers`.
+"""Try the pipeline small, offline: tiny chat models and a copy of the workflow in a temporary folder.
 
-Tests use them instead of anything from the Hub: a 2-layer Llama with a ChatML template (like SmolLM2) and a
-2-layer Phi3 with the Phi-3.5 chat format. Both train in seconds on a CPU.
+The tests and the benchmarks use these instead of anything from the Hub: tiny, randomly initialised models
+with a tokenizer trained locally by `tokenizers` (a 2-layer Llama with a ChatML template, like SmolLM2, and a
+2-layer Phi3 with the Phi-3.5 chat format; both train in seconds on a CPU), and a workflow copy whose recipes
+point at them.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import yaml
+
+# The checkout this package lives in (installed editable by `make setup`).
+ROOT = Path(__file__).resolve().parents[2]
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -104,3 +115,94 @@ def build_tiny_model(
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# ---- a workflow copy on tiny models -------------------------------------------------------------------
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+# What a workflow copy needs of the checkout (src: the rules name package modules as inputs).
+WORKFLOW_FILES = [
+    "Snakefile",
+    "workflow",
+    "scripts",
+    "src",
+    "config",
+    "profiles",
+    "pyproject.toml",
+    "environment.yml",
+    "requirements.txt",
+]
+
+
+def workflow_env(**extra: str) -> dict[str, str]:
+    """The environment of a workflow run: this one, offline."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
+
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [SNAKEMAKE, "--cores", "2", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env or workflow_env(),
+        timeout=900,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+def jobs_planned(workdir: Path) -> dict[str, int]:
+    """Rule name -> job count from a dry run's job table."""
+    output = snakemake(workdir, "--dry-run").stdout
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    rows = [line.split() for line in table.splitlines()[3:] if line.strip()]
+    return {name: int(count) for name, count in rows}
+
+
+def tiny_recipe(base: str, model: Path, data: Path) -> dict:
+    """A shipped recipe (a file name in config/recipes) on a tiny model and data: few steps, short texts."""
+    recipe = yaml.safe_load((ROOT / "config" / "recipes" / base).read_text(encoding="utf-8"))
+    recipe["model"].update(name="tiny", source={"kind": "local", "path": str(model)})
+    recipe["data"].update(name="small", path=str(data))
+    recipe["split"]["eval_size"] = 8
+    recipe["training"].update(
+        max_steps=4,
+        max_length=128,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_steps=2,
+    )
+    recipe["evaluation"].update(
+        max_new_tokens=8, max_length=128, reference_records=4, reference_max_new_tokens=6
+    )
+    return recipe
+
+
+def make_workdir(tmp_path: Path, recipes: dict[str, dict]) -> Path:
+    """A copy of the workflow in tmp_path/work whose config runs exactly these recipes (name -> recipe)."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in WORKFLOW_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name, ignore=skip)
+        else:
+            shutil.copy(source, workdir / name)
+    for name, recipe in recipes.items():
+        (workdir / "config" / "recipes" / f"{name}.yaml").write_text(
+            yaml.safe_dump(recipe, allow_unicode=True)
+        )
+    config = {"experiments": list(recipes), "recipes_dir": "config/recipes"}
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return workdir

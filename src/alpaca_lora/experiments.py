@@ -1,0 +1,331 @@
+"""The experiment model: which experiments a config asks for, their validated recipes, and what they share.
+
+A config (config/config.yaml) lists recipes (config/recipes/<name>.yaml) and grids (every combination of some
+recipe settings, one experiment per cell). Experiments share what their recipes define the same way: a
+dataset (data.name) and its split, a base model (model.name), and the base model's evaluation. This module
+knows all of that as plain Python, without Snakemake, so that it can be tested on its own; the workflow
+(workflow/rules/common.smk) builds one `Experiments` and asks it for the rules' inputs and settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from alpaca_lora import layout
+
+# The schemas ship with the workflow: the Snakefile passes their folder; this default is a checkout's.
+SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+# Evaluation settings read by the scoring step (recipe key -> its flag), not by generation.
+SCORING_KEYS = {"code_timeout_s": "timeout_s", "code_memory_mb": "memory_mb"}
+# Flags given once per value (--prompt a --prompt b); other lists are one flag with several values.
+REPEATED_FLAGS = {"prompt", "placeholder_inputs"}
+
+
+class ConfigError(ValueError):
+    """A config, recipe, grid or probe file is invalid; the message names the file and the setting."""
+
+
+def validate(instance: object, schema_file: Path, where: str) -> None:
+    """Validate against a JSON schema (YAML) and fill in the schema's defaults; `where` names the file."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_file).read_text(encoding="utf-8"))
+    validator_class = jsonschema.validators.validator_for(schema)
+    error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(instance))
+    if error is not None:
+        location = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ConfigError(f"{where}: {location}: {error.message}")
+    fill_defaults(instance, schema)
+
+
+def fill_defaults(instance: object, schema: dict) -> None:
+    """Set each missing key that the schema gives a `default` (recursively, through `properties`)."""
+    if not isinstance(instance, dict):
+        return
+    for key, subschema in schema.get("properties", {}).items():
+        if key not in instance and "default" in subschema:
+            instance[key] = copy.deepcopy(subschema["default"])
+        if key in instance:
+            fill_defaults(instance[key], subschema)
+
+
+def cli_flags(settings: dict) -> str:
+    """{key: value} as shell-quoted --key value flags (booleans as --key / --no-key; None left out)."""
+    words: list[str] = []
+    for key, value in settings.items():
+        flag = f"--{key.replace('_', '-')}"
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            words.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, list) and key in REPEATED_FLAGS:
+            for item in value:
+                words += [flag, str(item)]
+        elif isinstance(value, list):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def grid_value_text(value: object) -> str:
+    """A setting's value as it reads in a cell name: 8, 0.0003, true, q_proj+v_proj."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "+".join(map(str, value))
+    return str(value)
+
+
+def split_id(recipe: dict) -> str:
+    """The {split} wildcard: what decides the train/eval split besides the data."""
+    split = recipe["split"]
+    return f"seed{split['seed']}-eval{split['eval_size']:g}"
+
+
+@dataclass
+class Experiment:
+    name: str
+    recipe: dict  # validated, schema defaults filled in; a grid cell's overrides applied
+    recipe_file: Path
+    overrides: dict = field(default_factory=dict)  # the settings a grid cell changes, dotted
+
+    @property
+    def wildcards(self) -> dict[str, str]:
+        return {
+            "experiment": self.name,
+            "dataset": self.recipe["data"]["name"],
+            "split": split_id(self.recipe),
+            "model": self.recipe["model"]["name"],
+        }
+
+
+class Experiments:
+    """Every experiment of one config, by name, in the config's order (recipes first, then grid cells)."""
+
+    def __init__(
+        self, config: dict, schemas: Path = SCHEMAS, config_file: str = "config/config.yaml"
+    ) -> None:
+        self.schemas = Path(schemas)
+        validate(config, self.schemas / "config.schema.yaml", config_file)
+        self.recipes_dir = Path(config["recipes_dir"])
+        self.by_name: dict[str, Experiment] = {}
+        for name in config["experiments"]:
+            self._add(Experiment(name, self.load_recipe(name), self.recipe_path(name)))
+        for grid in config.get("grids", []):
+            for cell in self.grid_cells(grid):
+                self._add(cell)
+        self.models = self._shared_by_name("model")
+        self.datasets = self._shared_by_name("data")
+        self._probes: dict[str, list[dict]] = {}
+        for experiment in self:
+            self.probes(experiment.recipe["evaluation"]["probes"])
+
+    def __iter__(self) -> Iterator[Experiment]:
+        return iter(self.by_name.values())
+
+    def __getitem__(self, name: str) -> Experiment:
+        return self.by_name[name]
+
+    def names(self) -> list[str]:
+        return list(self.by_name)
+
+    # ---- recipes and grids ----------------------------------------------------------------------------
+
+    def recipe_path(self, name: str) -> Path:
+        return self.recipes_dir / f"{name}.yaml"
+
+    def load_recipe(self, name: str) -> dict:
+        path = self.recipe_path(name)
+        if not path.is_file():
+            raise ConfigError(f"experiment {name!r}: recipe file {path} does not exist")
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+        validate(recipe, self.schemas / "recipe.schema.yaml", f"recipe {path}")
+        return recipe
+
+    def grid_cells(self, grid: dict) -> Iterator[Experiment]:
+        """One experiment per cell of a grid: <recipe>--<key>=<value>--..."""
+        base = self.load_recipe(grid["recipe"])
+        for values in itertools.product(*grid["vary"].values()):
+            overrides = dict(zip(grid["vary"], values, strict=True))
+            name = "--".join(
+                [grid["recipe"], *(f"{key}={grid_value_text(value)}" for key, value in overrides.items())]
+            )
+            recipe = copy.deepcopy(base)
+            for key, value in overrides.items():
+                self._setting_parent(recipe, key, grid)[key.rsplit(".", 1)[-1]] = value
+            recipe["description"] = f"{base['description'].strip()}\nGrid cell: " + ", ".join(
+                f"{key} = {grid_value_text(value)}" for key, value in overrides.items()
+            )
+            validate(recipe, self.schemas / "recipe.schema.yaml", f"grid cell {name}")
+            yield Experiment(name, recipe, self.recipe_path(grid["recipe"]), overrides)
+
+    def _setting_parent(self, recipe: dict, key: str, grid: dict) -> dict:
+        """The dict holding a dotted setting (lora.r -> recipe["lora"]); the setting must exist."""
+        *parents, last = key.split(".")
+        node = recipe
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            raise ConfigError(
+                f"grid on {grid['recipe']!r}: {key!r} is not a setting of {self.recipe_path(grid['recipe'])}"
+            )
+        return node
+
+    def _add(self, experiment: Experiment) -> None:
+        if experiment.name in self.by_name:
+            raise ConfigError(
+                f"experiment {experiment.name} is declared twice (in experiments or in two grids)"
+            )
+        self.by_name[experiment.name] = experiment
+
+    def _shared_by_name(self, section: str) -> dict[str, dict]:
+        """A shared artifact's name (a model or a dataset) -> its settings: one name, one definition."""
+        seen: dict[str, Experiment] = {}
+        for experiment in self:
+            settings = experiment.recipe[section]
+            first = seen.setdefault(settings["name"], experiment)
+            if first.recipe[section] != settings:
+                raise ConfigError(
+                    f"{section} {settings['name']!r} is defined differently in experiments {first.name} and "
+                    f"{experiment.name} ({first.recipe_file}, {experiment.recipe_file}); make the two the "
+                    "same or give one of them another name"
+                )
+        return {name: experiment.recipe[section] for name, experiment in seen.items()}
+
+    # ---- probes ----------------------------------------------------------------------------------------
+
+    def probes(self, path: str) -> list[dict]:
+        """A probe file's probes, validated once."""
+        if path not in self._probes:
+            if not Path(path).is_file():
+                raise ConfigError(f"probe file {path} does not exist")
+            probes = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            validate(probes, self.schemas / "probes.schema.yaml", f"probe file {path}")
+            for key in ("id", "prompt"):
+                values = [probe[key] for probe in probes["probes"]]
+                if len(set(values)) != len(values):
+                    raise ConfigError(f"probe file {path}: two probes have the same {key}")
+            self._probes[path] = probes["probes"]
+        return self._probes[path]
+
+    # ---- what experiments share ------------------------------------------------------------------------
+
+    def split_settings(self, dataset: str, split: str) -> dict:
+        return next(
+            e.recipe["split"]
+            for e in self
+            if e.wildcards["dataset"] == dataset and e.wildcards["split"] == split
+        )
+
+    def base_evaluation_owner(self, name: str) -> str:
+        """The experiment whose folder holds this experiment's base-model evaluation.
+
+        Experiments that differ only in LoRA or training settings (grid cells, say) would evaluate the same
+        base model on the same eval split the same way: the first of them evaluates it, and all use it.
+        """
+
+        def evaluated_on(experiment: Experiment) -> tuple:
+            recipe = experiment.recipe
+            key = json.dumps(recipe["evaluation"], sort_keys=True)
+            return (experiment.wildcards["model"], experiment.wildcards["dataset"], split_id(recipe), key)
+
+        target = evaluated_on(self[name])
+        return next(e.name for e in self if evaluated_on(e) == target)
+
+    # ---- settings the steps get -------------------------------------------------------------------------
+
+    def conversion_flags(self, dataset: str) -> str:
+        """The data section's format, tolerance and cleaning settings (defaults filled in by the schema)."""
+        settings = self.datasets[dataset]
+        return cli_flags({k: v for k, v in settings.items() if k not in ("name", "path")})
+
+    def model_source_flags(self, model: str) -> str:
+        settings = self.models[model]
+        source = {**settings["source"], "dtype": settings["dtype"]}
+        return cli_flags({**source, "trust_remote_code": settings["trust_remote_code"]})
+
+    def training_settings(self, name: str) -> dict:
+        """What the training step gets: the LoRA and training sections (PEFT's and TRL's own field names)."""
+        recipe = self[name].recipe
+        return {"lora": recipe["lora"], "training": recipe["training"]}
+
+    def evaluation_flags(self, name: str) -> str:
+        """Generation settings and the probe prompts (not their tests, which only scoring reads)."""
+        settings = dict(self[name].recipe["evaluation"])
+        for key in SCORING_KEYS:
+            del settings[key]
+        settings["prompt"] = [probe["prompt"] for probe in self.probes(settings.pop("probes"))]
+        return cli_flags(settings)
+
+    def scoring_flags(self, name: str) -> str:
+        settings = self[name].recipe["evaluation"]
+        return cli_flags({flag: settings[key] for key, flag in SCORING_KEYS.items()})
+
+    def settings_json(self, name: str) -> str:
+        """The experiment's full settings (a grid cell's differ from its recipe file) and its overrides."""
+        experiment = self[name]
+        return json.dumps(
+            {"recipe": experiment.recipe, "overrides": experiment.overrides},
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+    # ---- the jobs of an experiment and their files ----------------------------------------------------
+
+    def jobs(self, name: str) -> list[tuple[str, dict[str, str]]]:
+        """(rule, wildcards) of every job one experiment's results come from, in DAG order."""
+        w = self[name].wildcards
+        data = {"dataset": w["dataset"]}
+        split = {**data, "split": w["split"]}
+        run = {"experiment": name}
+        base = {"experiment": self.base_evaluation_owner(name), "which": "base"}
+        tuned = {**run, "which": "tuned"}
+        return [
+            ("convert_to_messages", data),
+            ("split_dataset", split),
+            ("prepare_base_model", {"model": w["model"]}),
+            *(("apply_chat_template", {**split, "model": w["model"], "part": p}) for p in ("train", "eval")),
+            ("training_settings", run),
+            ("train_lora", run),
+            ("evaluate", base),
+            ("evaluate", tuned),
+            ("score_answers", base),
+            ("score_answers", tuned),
+            ("report", run),
+        ]
+
+    def products(self, name: str) -> list[str]:
+        """Every file or folder the jobs of one experiment write."""
+        return [
+            path for rule, wildcards in self.jobs(name) for path in layout.files(rule, **wildcards).values()
+        ]
+
+    def timings(self, name: str) -> list[str]:
+        """The Snakemake benchmark file of every job of one experiment."""
+        return [layout.benchmark(rule).format(**wildcards) for rule, wildcards in self.jobs(name)]
+
+    def sources(self, name: str) -> list[str]:
+        """The files one experiment reads that no job writes: data, recipe, probes."""
+        recipe = self[name].recipe
+        return [recipe["data"]["path"], str(self[name].recipe_file), recipe["evaluation"]["probes"]]
+
+    def targets(self) -> list[str]:
+        """What a whole run builds: every report and manifest, and the summary across experiments."""
+        reports = [layout.output("report", "markdown").format(experiment=name) for name in self.by_name]
+        manifests = [layout.output("manifest", "manifest").format(experiment=name) for name in self.by_name]
+        return reports + list(layout.outputs("summary").values()) + manifests
+
+
+def alternatives(names: object) -> str:
+    """A wildcard constraint matching exactly these names."""
+    return "|".join(sorted({re.escape(str(name)) for name in names}))

@@ -1,0 +1,168 @@
+"""alpaca_lora.experiments and alpaca_lora.layout: the experiment model, without Snakemake."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alpaca_lora import layout
+from alpaca_lora.experiments import ConfigError, Experiments, cli_flags, grid_value_text, split_id
+from conftest import ROOT
+
+DEFAULT = yaml.safe_load(
+    (ROOT / "config/recipes/smollm2-135m-alpaca-sample.yaml").read_text(encoding="utf-8")
+)
+
+
+@pytest.fixture
+def recipes(tmp_path, monkeypatch) -> Path:
+    """A recipes folder holding the embedded default as `a`; the test runs in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (tmp_path / "probes.yaml").write_text((ROOT / "config/probes.yaml").read_text(encoding="utf-8"))
+    write_recipe(folder, "a", DEFAULT)
+    return folder
+
+
+def write_recipe(folder: Path, name: str, recipe: dict, **changes: dict) -> None:
+    recipe = copy.deepcopy(recipe)
+    recipe["evaluation"]["probes"] = "probes.yaml"
+    for section, values in changes.items():
+        recipe[section].update(values)
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+
+
+def experiments(folder: Path, names: list[str], grids: list | None = None) -> Experiments:
+    return Experiments({"experiments": names, "grids": grids or [], "recipes_dir": str(folder)})
+
+
+def test_one_recipe(recipes):
+    found = experiments(recipes, ["a"])
+    assert found.names() == ["a"]
+    assert found["a"].wildcards == {
+        "experiment": "a",
+        "dataset": "alpaca-zh-en-sample",
+        "split": "seed42-eval32",
+        "model": "smollm2-135m-instruct",
+    }
+    assert list(found.models) == ["smollm2-135m-instruct"] and list(found.datasets) == ["alpaca-zh-en-sample"]
+    assert found.base_evaluation_owner("a") == "a"
+    assert found.training_settings("a") == {"lora": DEFAULT["lora"], "training": DEFAULT["training"]}
+
+
+def test_schema_defaults_are_filled_in(recipes):
+    recipe = copy.deepcopy(DEFAULT)
+    for key in ("format", "trim_whitespace", "drop_duplicates"):
+        del recipe["data"][key]
+    write_recipe(recipes, "old", recipe, data={"name": "other"})
+    data = experiments(recipes, ["old"])["old"].recipe["data"]
+    assert (data["format"], data["trim_whitespace"], data["drop_duplicates"]) == ("auto", False, "none")
+
+
+def test_a_missing_recipe_and_a_bad_value_are_named(recipes):
+    with pytest.raises(ConfigError, match="recipe file .*nope.yaml does not exist"):
+        experiments(recipes, ["nope"])
+    write_recipe(recipes, "bad", DEFAULT, training={"learning_rate": -1})
+    with pytest.raises(ConfigError, match=r"bad.yaml: training.learning_rate: -1 is less than or equal"):
+        experiments(recipes, ["bad"])
+
+
+def test_grid_cells_are_named_by_their_settings_and_share_the_base_evaluation(recipes):
+    grid = {"recipe": "a", "vary": {"lora.r": [4, 8], "training.seed": [1, 2]}}
+    found = experiments(recipes, [], [grid])
+    assert found.names() == [f"a--lora.r={r}--training.seed={s}" for r in (4, 8) for s in (1, 2)]
+    cell = found["a--lora.r=8--training.seed=2"]
+    assert cell.overrides == {"lora.r": 8, "training.seed": 2}
+    assert cell.recipe["lora"]["r"] == 8 and cell.recipe["training"]["seed"] == 2
+    assert "Grid cell: lora.r = 8, training.seed = 2" in cell.recipe["description"]
+    assert cell.recipe_file == recipes / "a.yaml"
+    assert {found.base_evaluation_owner(name) for name in found.names()} == {"a--lora.r=4--training.seed=1"}
+
+
+def test_an_evaluation_setting_in_a_grid_gets_its_own_base_evaluation(recipes):
+    grid = {"recipe": "a", "vary": {"evaluation.max_new_tokens": [8, 16]}}
+    found = experiments(recipes, [], [grid])
+    assert [found.base_evaluation_owner(name) for name in found.names()] == found.names()
+
+
+def test_grid_mistakes_are_named(recipes):
+    with pytest.raises(ConfigError, match="'lora.rank' is not a setting of"):
+        experiments(recipes, [], [{"recipe": "a", "vary": {"lora.rank": [2]}}])
+    with pytest.raises(ConfigError, match="grid cell a--lora.r=0: lora.r: 0 is less than the minimum"):
+        experiments(recipes, [], [{"recipe": "a", "vary": {"lora.r": [0]}}])
+    with pytest.raises(ConfigError, match="declared twice"):
+        grid = {"recipe": "a", "vary": {"lora.r": [4]}}
+        experiments(recipes, [], [grid, grid])
+
+
+def test_one_name_one_definition_for_shared_artifacts(recipes):
+    write_recipe(recipes, "b", DEFAULT, data={"path": "other.json"})
+    with pytest.raises(
+        ConfigError, match="data 'alpaca-zh-en-sample' is defined differently in experiments a and b"
+    ):
+        experiments(recipes, ["a", "b"])
+    write_recipe(recipes, "c", DEFAULT, data={"path": "other.json", "name": "other"})
+    found = experiments(recipes, ["a", "c"])
+    assert sorted(found.datasets) == ["alpaca-zh-en-sample", "other"]
+    assert found.split_settings("other", "seed42-eval32") == DEFAULT["split"]
+
+
+def test_duplicate_probes_are_refused(recipes):
+    probes = yaml.safe_load(Path("probes.yaml").read_text(encoding="utf-8"))
+    probes["probes"][1]["id"] = probes["probes"][0]["id"]
+    Path("probes.yaml").write_text(yaml.safe_dump(probes, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError, match="probe file probes.yaml: two probes have the same id"):
+        experiments(recipes, ["a"])
+
+
+def test_jobs_name_every_output_of_an_experiment_once(recipes):
+    grid = {"recipe": "a", "vary": {"lora.r": [4, 8]}}
+    found = experiments(recipes, [], [grid])
+    second = "a--lora.r=8"
+    products = found.products(second)
+    assert len(products) == len(set(products))
+    assert "results/a--lora.r=4/eval/base/metrics.json" in products  # the shared base evaluation
+    assert "results/a--lora.r=8/eval/tuned/scores.json" in products
+    assert (
+        "results/data/alpaca-zh-en-sample/seed42-eval32/smollm2-135m-instruct/eval.templated.jsonl"
+        in products
+    )
+    assert not any("{" in path for path in products)
+    rules = {rule for rule, _ in found.jobs(second)}
+    assert rules == set(layout.OUTPUTS) - {"summary", "manifest"}
+    assert found.timings(second) == [layout.benchmark(r).format(**w) for r, w in found.jobs(second)]
+    targets = found.targets()
+    assert "results/summary/summary.csv" in targets and f"results/{second}/manifest.json" in targets
+
+
+def test_layout_defines_each_output_once():
+    patterns = [pattern for outputs in layout.OUTPUTS.values() for pattern in outputs.values()]
+    assert len(patterns) == len(set(patterns))
+    assert set(layout.STEP_KEYS) == set(layout.OUTPUTS)
+    assert all(pattern.startswith("results/") for pattern in patterns)
+    known = {"dataset", "split", "model", "part", "experiment", "which"}
+    for pattern in patterns + list(layout.STEP_KEYS.values()):
+        assert set(re.findall(r"\{(\w+)\}", pattern)) <= known, pattern
+    assert layout.glob("evaluate", "metrics") == "results/*/eval/*/metrics.json"
+    assert layout.files("train_lora", experiment="x")["adapter"] == "results/x/train/adapter"
+
+
+def test_flags_and_names():
+    assert cli_flags({"trim_whitespace": False, "format": "auto", "max_record_chars": None}) == (
+        "--no-trim-whitespace --format auto"
+    )
+    assert cli_flags({"placeholder_inputs": ["N/A", "No input"]}) == (
+        "--placeholder-inputs N/A --placeholder-inputs 'No input'"
+    )
+    assert cli_flags({"targets": ["q", "v"], "packing": True}) == "--targets q v --packing"
+    assert [grid_value_text(v) for v in (True, 3e-4, ["q_proj", "v_proj"])] == [
+        "true",
+        "0.0003",
+        "q_proj+v_proj",
+    ]
+    assert split_id({"split": {"seed": 7, "eval_size": 0.1}}) == "seed7-eval0.1"
