@@ -40,6 +40,7 @@ from alpaca_lora.common import (
     atomic_directory,
     atomic_path,
     canonical_json,
+    load_yaml,
     loss_pair,
     read_jsonl,
     setup_logging,
@@ -85,9 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_settings(path: str) -> dict:
     """The `lora` and `training` sections of a settings or recipe file; nothing else in it matters here."""
-    import yaml
-
-    settings = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    settings = load_yaml(Path(path).read_text(encoding="utf-8"))
     missing = [key for key in ("lora", "training") if not isinstance(settings, dict) or key not in settings]
     if missing:
         raise SystemExit(f"{path}: no {' or '.join(missing)} section")

@@ -116,3 +116,16 @@ def test_read_jsonl_names_file_and_line(tmp_path: Path) -> None:
     message = str(caught.value)
     assert str(path) in message
     assert "line 3" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1e-4", 1e-4), ("5e-05", 5e-05), ("3.0e-4", 3e-4), ("-2E+3", -2000.0), ("0.5", 0.5), ("12", 12)],
+)
+def test_yaml_reads_numbers_as_yaml_1_2_does(text: str, expected: float) -> None:
+    """PyYAML alone reads 1e-4 and 5e-05 (what json.dumps writes for 5e-5) as strings."""
+    from alpaca_lora.common import load_yaml
+
+    value = load_yaml(f"learning_rate: {text}\n")["learning_rate"]
+    assert value == expected and type(value) is type(expected)
+    assert load_yaml("version: '1e-4'\nname: e5\n") == {"version": "1e-4", "name": "e5"}

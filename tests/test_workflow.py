@@ -329,7 +329,7 @@ def test_bad_data_stops_the_run_before_training(tmp_path, tiny_llama):
     expected = f"{bad}: record 1: field 'output': missing"
     assert expected in result.stdout + result.stderr
     assert expected in (workdir / "results/logs/data/small/convert_to_messages.log").read_text()
-    assert not (workdir / "results" / "bad").exists()
+    assert not (workdir / "results" / "bad" / "train" / "adapter").exists()
     assert not list(workdir.rglob("train_lora.log")), "training must not have started"
 
 

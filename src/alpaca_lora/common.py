@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 # One log format for every step: time, level, logger, message.
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
@@ -147,6 +149,22 @@ def write_json(path: str | Path, value: Any) -> None:
             json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
             encoding="utf-8",
         )
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: `1e-4` is a number (YAML 1.1 reads it as a string)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML (recipes, configs, settings) with YAML 1.2 numbers."""
+    return yaml.load(text, Loader=YamlLoader)
 
 
 def read_json(path: str | Path) -> Any:

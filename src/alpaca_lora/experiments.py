@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from alpaca_lora import layout
+from alpaca_lora.common import load_yaml
 
 # The schemas ship with the workflow: the Snakefile passes their folder; this default is a checkout's.
 SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
@@ -38,7 +37,7 @@ def validate(instance: object, schema_file: Path, where: str) -> None:
     """Validate against a JSON schema (YAML) and fill in the schema's defaults; `where` names the file."""
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_file).read_text(encoding="utf-8"))
+    schema = load_yaml(Path(schema_file).read_text(encoding="utf-8"))
     validator_class = jsonschema.validators.validator_for(schema)
     error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(instance))
     if error is not None:
@@ -148,7 +147,7 @@ class Experiments:
         path = self.recipe_path(name)
         if not path.is_file():
             raise ConfigError(f"experiment {name!r}: recipe file {path} does not exist")
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+        recipe = load_yaml(path.read_text(encoding="utf-8"))
         validate(recipe, self.schemas / "recipe.schema.yaml", f"recipe {path}")
         return recipe
 
@@ -209,7 +208,7 @@ class Experiments:
         if path not in self._probes:
             if not Path(path).is_file():
                 raise ConfigError(f"probe file {path} does not exist")
-            probes = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            probes = load_yaml(Path(path).read_text(encoding="utf-8"))
             validate(probes, self.schemas / "probes.schema.yaml", f"probe file {path}")
             for key in ("id", "prompt"):
                 values = [probe[key] for probe in probes["probes"]]
