@@ -353,11 +353,17 @@ def main(argv: list[str] | None = None) -> None:
             "train_sequences": len(trainer.train_dataset),
             "trainable_parameters": trainable,
             "total_parameters": total,
+            "base_dtype": str(frozen_dtype(trainer.model)),
             "sft_config": sft_config_record(trainer.args),
         },
     )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log.info("Saved adapter to %s (%d steps)", args.output_dir, trainer.state.global_step)
+
+
+def frozen_dtype(model):
+    """The dtype the base model's (frozen) weights were trained in: bf16 shows here when it took effect."""
+    return next(parameter.dtype for parameter in model.parameters() if not parameter.requires_grad)
 
 
 def sft_config_record(config) -> dict:

@@ -21,9 +21,26 @@ _WITH_PYTHON = [
 ]
 
 
-def test_is_a_list_of_at_least_300_records(sample_records: list) -> None:
+def stated_count(pattern: str) -> int:
+    """A count data/raw/README.md states, e.g. "320 instruction records"."""
+    text = " ".join((SAMPLE_DATA.parent / "README.md").read_text(encoding="utf-8").split())
+    match = re.search(pattern, text)
+    assert match, f"data/raw/README.md no longer states {pattern!r}"
+    return int(match.group(1))
+
+
+def is_chinese(record: dict) -> bool:
+    return bool(CJK.search(record["instruction"]))
+
+
+def test_the_counts_the_readme_states(sample_records: list) -> None:
     assert isinstance(sample_records, list)
-    assert len(sample_records) >= 300
+    assert len(sample_records) == stated_count(r"(\d+) instruction records") == 320
+    with_input = sum(1 for r in sample_records if r["input"].strip())
+    assert with_input == stated_count(r"(\d+) have a non-empty `input`") == 133
+    chinese = sum(1 for r in sample_records if is_chinese(r))
+    assert chinese == stated_count(r"(\d+) in Simplified Chinese") == 170
+    assert len(sample_records) - chinese == stated_count(r"(\d+) in English") == 150
 
 
 def test_record_fields_are_strings(sample_records: list) -> None:
@@ -35,20 +52,9 @@ def test_record_fields_are_strings(sample_records: list) -> None:
         assert record["output"].strip(), f"record {index}: empty output"
 
 
-def test_share_with_input(sample_records: list) -> None:
-    share = sum(1 for r in sample_records if r["input"].strip()) / len(sample_records)
-    assert 0.30 <= share <= 0.50, share
-
-
-def test_both_languages(sample_records: list) -> None:
-    chinese = sum(1 for r in sample_records if CJK.search(r["instruction"]))
-    english = sum(
-        1
-        for r in sample_records
-        if not CJK.search(r["instruction"]) and re.search("[A-Za-z]", r["instruction"])
-    )
-    assert chinese >= 100, chinese
-    assert english >= 100, english
+def test_the_english_records_are_english(sample_records: list) -> None:
+    english = [r for r in sample_records if not is_chinese(r)]
+    assert all(re.search("[A-Za-z]{3}", r["instruction"]) for r in english)
 
 
 def test_recipe_example_is_present(sample_records: list) -> None:

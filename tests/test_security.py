@@ -62,10 +62,13 @@ def from_pretrained_calls(path: Path) -> list[ast.Call]:
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("*.py")))
-def test_every_auto_from_pretrained_states_trust_remote_code(script: str) -> None:
+def test_every_auto_from_pretrained_passes_the_recipes_choice(script: str) -> None:
+    """trust_remote_code= on every Auto*.from_pretrained, and never a literal: the value is the recipe's."""
     for call in from_pretrained_calls(SCRIPTS / script):
-        keywords = {keyword.arg for keyword in call.keywords}
-        assert "trust_remote_code" in keywords, f"{script}:{call.lineno} loads without trust_remote_code="
+        values = {keyword.arg: keyword.value for keyword in call.keywords}
+        where = f"{script}:{call.lineno}"
+        assert "trust_remote_code" in values, f"{where} loads without trust_remote_code="
+        assert not isinstance(values["trust_remote_code"], ast.Constant), f"{where} hard-codes it"
 
 
 def test_trust_is_read_from_the_model_folder(tmp_path: Path) -> None:
@@ -91,19 +94,52 @@ def test_remote_code_runs_only_when_the_recipe_allows_it(remote_code_model, tmp_
     assert json.loads((out / "source.json").read_text())["trust_remote_code"] is True
     assert (out / "modeling_remote.py").is_file(), "the model's own code travels with it"
 
-    # A later step loads the saved folder with the recipe's choice, read from source.json.
-    records = [
-        {"prompt": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", "completion": "Hi<|im_end|>\n"}
-    ]
-    eval_file = tmp_path / "eval.jsonl"
-    eval_file.write_text("".join(json.dumps(r) + "\n" for r in records))
-    arguments = ["--model", out, "--eval", eval_file, "--max-new-tokens", "2", "--prompt", "Hi"]
-    outputs = ["--metrics", tmp_path / "m.json", "--generations", tmp_path / "g.jsonl"]
-    run_script("evaluate.py", *arguments, *outputs)
+    # Every later step loads the saved folder with the recipe's choice, read from source.json.
+    steps = later_steps(out, tmp_path)
+    for name, arguments in steps.items():
+        run_script(name, *arguments)
     assert json.loads((tmp_path / "m.json").read_text())["records"] == 1
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
 
-    # The same folder marked untrusted is refused by that step too.
+    # The same folder marked untrusted is refused by the steps that load the model (the tokenizer of this
+    # model is a plain one: templating needs no remote code either way).
     source = json.loads((out / "source.json").read_text())
     (out / "source.json").write_text(json.dumps({**source, "trust_remote_code": False}))
-    untrusted = run_script("evaluate.py", *arguments, *outputs, check=False)
-    assert untrusted.returncode != 0 and "trust_remote_code" in untrusted.stderr
+    for name in ("train_lora.py", "evaluate.py"):
+        untrusted = run_script(name, *steps[name], check=False)
+        assert untrusted.returncode != 0 and "trust_remote_code" in untrusted.stderr, name
+
+
+def later_steps(model: Path, folder: Path) -> dict[str, list]:
+    """The arguments of each step after prepare_base_model that loads the model, on a one-record split."""
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    split = folder / "split.jsonl"
+    split.write_text(json.dumps({"id": "a", "messages": messages}) + "\n")
+    templated = folder / "templated.jsonl"
+    templated.write_text(
+        json.dumps(
+            {
+                "id": "a",
+                "messages": messages,
+                "prompt": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+                "completion": "Hello<|im_end|>\n",
+            }
+        )
+        + "\n"
+    )
+    settings = folder / "settings.json"
+    training = {"max_steps": 1, "per_device_train_batch_size": 1, "bf16": False, "seed": 1, "save_steps": 10}
+    settings.write_text(json.dumps({"lora": {"r": 2, "target_modules": "all-linear"}, "training": training}))
+    evaluation = ["--max-new-tokens", "2", "--prompt", "Hi", "--reference-records", "0"]
+    return {
+        "apply_chat_template.py": ["--model", model, "--input", split, "--output", folder / "t.jsonl"],
+        "train_lora.py": [
+            "--model", model, "--train", templated, "--eval", templated, "--settings", settings,
+            "--output-dir", folder / "adapter", "--history", folder / "history.csv",
+            "--summary", folder / "summary.json", "--checkpoint-dir", folder / "checkpoints",
+        ],
+        "evaluate.py": [
+            "--model", model, "--eval", templated, *evaluation,
+            "--metrics", folder / "m.json", "--generations", folder / "g.jsonl",
+        ],
+    }  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -170,3 +171,37 @@ def test_duplicates_keep_the_counts(
     assert summary["total"] == len(records) == summary["train"] + summary["eval"]
     assert len(read_lines(folder / "eval.jsonl")) == summary["eval"] == expected_eval
     assert len(read_lines(folder / "train.jsonl")) == summary["train"]
+
+
+def test_the_documented_rule_pins_which_records_are_held_out(tmp_path: Path) -> None:
+    """eval = the records with the smallest sha256(f"{seed}:{messages as canonical JSON}"), as documented.
+
+    Computed here from the rule itself (hashlib and json, not the step's helpers), and pinned as ids: a change
+    of the rule (largest keys, another key text) would move records between train and eval unnoticed.
+    """
+    records = [
+        {
+            "id": f"r{i}",
+            "messages": [
+                {"role": "user", "content": f"Question {i}?"},
+                {"role": "assistant", "content": f"Answer {i}."},
+            ],
+        }
+        for i in range(8)
+    ]
+    source = tmp_path / "messages.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    run_script(
+        "split_dataset.py",
+        "--input", source, "--train", tmp_path / "train.jsonl", "--eval", tmp_path / "eval.jsonl",
+        "--summary", tmp_path / "summary.json", "--eval-size", "3", "--seed", "42",
+    )  # fmt: skip
+    held_out = [json.loads(line)["id"] for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+
+    def key(record: dict) -> str:
+        text = json.dumps(record["messages"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(f"42:{text}".encode()).hexdigest()
+
+    smallest = sorted(records, key=key)[:3]
+    assert held_out == [r["id"] for r in records if r in smallest]
+    assert held_out == ["r0", "r4", "r7"]

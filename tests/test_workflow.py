@@ -150,10 +150,23 @@ def test_the_recipe_as_written_runs_on_a_tiny_phi3(tmp_path, tiny_phi3, small_al
     """The Phi-3.5 recipe's settings (bf16, packing, all-linear LoRA r16/alpha32) on its architecture."""
     recipe = tiny_recipe("phi35-mini-alpaca-recipe.yaml", tiny_phi3, small_alpaca)
     recipe["model"]["name"] = "tiny-phi3"
+    # Long enough sequences for several records to share one, as they do at the recipe's 2048 tokens.
+    recipe["training"]["max_length"] = 1024
     workdir = make_workdir(tmp_path, {"phi": recipe})
     snakemake(workdir)
     adapter = json.loads((workdir / "results/phi/train/adapter/adapter_config.json").read_text())
     assert adapter["r"] == 16 and adapter["lora_alpha"] == 32
+    # all-linear: every linear layer of the model but the output head carries a LoRA update.
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_phi3)
+    linear = {name for name, module in model.named_modules() if module.__class__.__name__ == "Linear"}
+    assert set(adapter["target_modules"]) == linear - {"lm_head"} and len(linear) >= 8
+    # bf16 and packing took effect: the frozen weights trained in bf16, and records shared sequences.
+    summary = json.loads((workdir / "results/phi/train/summary.json").read_text())
+    split = json.loads(next((workdir / "results/data/small").glob("*/split_summary.json")).read_text())
+    assert summary["base_dtype"] == "torch.bfloat16"
+    assert summary["train_sequences"] < split["train"]
     assert (workdir / "results/phi/report/report.md").exists()
 
 
