@@ -58,7 +58,8 @@ READS = [
     ),
     Case(
         "relative symlink in a subfolder, pointing out",
-        "import os\nos.mkdir('a')\nos.symlink('../' * 31 + {secret}.lstrip('/'), 'a/link')\nopen('a/link').read()",
+        "import os\nos.mkdir('a')\nos.symlink('../' * 31 + {secret}.lstrip('/'), 'a/link')\n"
+        "open('a/link').read()",
     ),
     Case("hard link to a file outside", "import os\nos.link({secret}, 'copy')\nopen('copy').read()"),
     Case("listing a folder outside", "import os\nos.listdir({outside})"),
@@ -216,7 +217,8 @@ PROCESSES = [
     ),
     Case(
         "reloading _posixsubprocess",
-        "import importlib, _posixsubprocess\nimportlib.reload(_posixsubprocess)\n_posixsubprocess.fork_exec()",
+        "import importlib, _posixsubprocess\nimportlib.reload(_posixsubprocess)\n"
+        "_posixsubprocess.fork_exec()",
         message="fork_exec",
     ),
     Case("re-importing posix", "import sys\ndel sys.modules['posix']\nimport posix", expect=IMPORT_REFUSED),

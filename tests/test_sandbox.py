@@ -74,7 +74,7 @@ def test_code_that_does_not_load_fails_every_test():
 
 
 def test_the_wall_clock_limit_is_enforced_and_reported(isolation):
-    """A run that sleeps is stopped by the parent and says so (how long it took is the benchmarks' business)."""
+    """A run that sleeps is stopped by the parent and says so (how long that takes is for benchmarks)."""
     result = run_tests("import time\ntime.sleep(3600)\n", TESTS, timeout_s=1, isolation=isolation)
     assert result["status"] == "timeout" and result["kind"] == "timeout"
     assert result["detail"] == "timeout (wall-clock limit)"
@@ -121,8 +121,8 @@ def test_its_own_folder_is_usable(isolation, tmp_path):
 
 def test_the_standard_library_and_the_interpreters_files_can_be_read(isolation):
     code = (
-        "import collections, dataclasses, datetime, decimal, fractions, functools, hashlib, heapq, itertools\n"
-        "import json, logging, math, random, re, statistics, string, tarfile, typing, os\n"
+        "import collections, dataclasses, datetime, decimal, fractions, functools, hashlib, heapq\n"
+        "import itertools, json, logging, math, random, re, statistics, string, tarfile, typing, os\n"
         "def read():\n"
         "    open(os.devnull, 'w').write('x')\n"
         "    return len(open('/dev/urandom', 'rb').read(4)) + len(open(json.__file__).read()[:1])\n"
