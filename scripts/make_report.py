@@ -127,7 +127,7 @@ def decoding_text(metrics: dict, limit: str = "max_new_tokens", code: bool = Fal
 
 def isolation_text(scores: dict[str, dict]) -> str:
     """The sandbox layers that ran the code probes (docs/sandbox.md), for both models when they differ."""
-    layers = {m: " + ".join(scores[m]["code"]["isolation"]["layers"]) for m in MODELS}
+    layers = {m: " + ".join(scores[m]["code"]["isolation"]["layers"]) for m in SIDES}
     if layers["base"] == layers["tuned"]:
         return layers["base"]
     return "; ".join(f"{m}: {text}" for m, text in layers.items())
