@@ -5,8 +5,10 @@ Every case is one test statement (run after `code`, if any) with these fields fi
   {outside}   the folder holding it, which must be left exactly as it was
   {keep}      another file there, which must not change
   {empty}     an empty folder there
-  {readonly}  a folder the code may read (given as `readable`) but not change; it holds data.txt
+  {readonly}  a folder the code may read (given as `readable`) but not change; it holds data.txt and
+              link-to-secret, a symbolic link to {secret}
   {marker}    a path in {outside} that a process started by the code would create
+  {shm}       a name for a POSIX shared-memory object or semaphore (files in /dev/shm), which must not appear
 
 `expect` is what the test must fail with: an exception kind (or several) and text in its bounded message, or
 "status:<a>|<b>" for a run that is stopped as a whole. `passes` cases must pass: what they try is refused
@@ -51,17 +53,24 @@ READS = [
     Case("/proc/self/root", "open('/proc/self/root' + {secret}).read()"),
     Case("/etc/shadow", "open('/etc/shadow').read()"),
     Case("the parent's environment", "import os\nopen(f'/proc/{{os.getppid()}}/environ').read()"),
-    Case("symlink made inside, pointing out", "import os\nos.symlink({secret}, 'link')\nopen('link').read()"),
+    Case(
+        "symlink made inside, pointing out",
+        "import os\nos.symlink({secret}, 'link')\nopen('link').read()",
+        message="os.symlink",
+    ),
     Case(
         "relative symlink pointing out",
         "import os\nos.symlink('../' * 30 + {secret}.lstrip('/'), 'link')\nopen('link').read()",
+        message="os.symlink",
     ),
     Case(
         "relative symlink in a subfolder, pointing out",
         "import os\nos.mkdir('a')\nos.symlink('../' * 31 + {secret}.lstrip('/'), 'a/link')\n"
         "open('a/link').read()",
+        message="os.symlink",
     ),
     Case("hard link to a file outside", "import os\nos.link({secret}, 'copy')\nopen('copy').read()"),
+    Case("a readable folder's symbolic link pointing out", "open({readonly} + '/link-to-secret').read()"),
     Case("listing a folder outside", "import os\nos.listdir({outside})"),
     Case("scanning a folder outside", "import os\nlist(os.scandir({outside}))"),
     Case("listing /root", "import os\nos.listdir('/root')"),
@@ -70,6 +79,7 @@ READS = [
         "linecache gets nothing", "import linecache\nassert linecache.getline({secret}, 1) == ''", passes=True
     ),
     Case("extended attributes", "import os\nos.listxattr({secret})"),
+    Case("an extended attribute's value", "import os\nos.getxattr({keep}, 'user.kept')"),
     Case(
         "dir_fd after leaving the working folder",
         # With the working folder's descriptor and a deeper current folder, a relative path that the hook
@@ -222,6 +232,11 @@ PROCESSES = [
         message="fork_exec",
     ),
     Case("re-importing posix", "import sys\ndel sys.modules['posix']\nimport posix", expect=IMPORT_REFUSED),
+    Case(
+        "re-importing _signal",
+        "import sys\ndel sys.modules['_signal']\nimport _signal",
+        expect=IMPORT_REFUSED,
+    ),
     Case("ctypes", "import ctypes\nctypes.CDLL(None).system(b'touch ' + {marker}.encode())"),
     Case("cffi", "import cffi", expect=IMPORT_REFUSED),
 ]
@@ -238,6 +253,11 @@ WRITES = [
         "import os\nos.open({outside} + '/created', os.O_WRONLY | os.O_CREAT)",
     ),
     Case("a readable file opened for writing", "open({readonly} + '/data.txt', 'w')", message="changing"),
+    Case(
+        "os.open O_WRONLY overwrites in place",
+        "import os\nos.write(os.open({readonly} + '/data.txt', os.O_WRONLY), b'X')",
+        message="changing",
+    ),
     Case("a readable file opened r+", "open({readonly} + '/data.txt', 'r+').write('x')", message="changing"),
     Case(
         "a readable file opened to append",
@@ -299,6 +319,16 @@ WRITES = [
         needs="readline",
     ),
     Case("the system log", "import syslog\nsyslog.syslog('sandbox test')", message="syslog"),
+    Case(
+        "shared memory in /dev/shm",
+        "import _posixshmem, os\n_posixshmem.shm_open({shm}, os.O_CREAT | os.O_RDWR)",
+        expect=IMPORT_REFUSED,
+    ),
+    Case(
+        "a named semaphore in /dev/shm",
+        "import _multiprocessing\n_multiprocessing.SemLock(1, 1, 1, {shm}, False)",
+        expect=IMPORT_REFUSED,
+    ),
 ]
 
 RESOURCES = [

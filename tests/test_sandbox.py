@@ -229,6 +229,7 @@ def outside(tmp_path) -> dict[str, Path]:
     readonly = tmp_path / "readonly"
     readonly.mkdir()
     (readonly / "data.txt").write_text("read-only data")
+    (readonly / "link-to-secret").symlink_to(secret)
     return {
         "outside": folder,
         "secret": secret,
@@ -283,6 +284,8 @@ def test_hostile_code_gets_the_outcome_it_must_and_changes_nothing_outside(case:
         pytest.skip(f"{case.needs} is not part of this Python")
     fields = {name: repr(str(path)) for name, path in outside.items()}
     fields["marker"] = repr(str(outside["outside"] / "ran"))
+    shm = f"/sandbox-test-{uuid.uuid4().hex[:12]}"
+    fields["shm"] = repr(shm)
     before = snapshot(outside["outside"]), snapshot(outside["readonly"])
     result = run_tests(
         case.code,
@@ -310,6 +313,8 @@ def test_hostile_code_gets_the_outcome_it_must_and_changes_nothing_outside(case:
     assert len(outcome["message"]) <= MESSAGE_LIMIT and len(outcome.get("full_error", "")) <= OUTPUT_LIMIT
     for sibling in re.findall(r"'(/[^']*-x\.txt)'", stored):
         assert not os.path.exists(sibling), f"{sibling} was written"
+    for made in (f"/dev/shm{shm}", f"/dev/shm/sem.{shm[1:]}"):
+        assert not os.path.exists(made), f"{made} was made"
 
 
 def test_the_corpus_covers_what_the_issue_lists():
