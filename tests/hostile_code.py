@@ -6,7 +6,7 @@ Every case is one test statement (run after `code`, if any) with these fields fi
   {keep}      another file there, which must not change
   {empty}     an empty folder there
   {readonly}  a folder the code may read (given as `readable`) but not change; it holds data.txt and
-              link-to-secret, a symbolic link to {secret}
+              link-to-secret, a symbolic link to {secret}; beside it, {readonly}-secret.txt holds the secret too
   {marker}    a path in {outside} that a process started by the code would create
   {shm}       a name for a POSIX shared-memory object or semaphore (files in /dev/shm), which must not appear
 
@@ -71,6 +71,10 @@ READS = [
     ),
     Case("hard link to a file outside", "import os\nos.link({secret}, 'copy')\nopen('copy').read()"),
     Case("a readable folder's symbolic link pointing out", "open({readonly} + '/link-to-secret').read()"),
+    Case(
+        "a file beside the readable folder that shares its name as a prefix",
+        "open({readonly} + '-secret.txt').read()",
+    ),
     Case("listing a folder outside", "import os\nos.listdir({outside})"),
     Case("scanning a folder outside", "import os\nlist(os.scandir({outside}))"),
     Case("listing /root", "import os\nos.listdir('/root')"),

@@ -230,6 +230,7 @@ def outside(tmp_path) -> dict[str, Path]:
     readonly.mkdir()
     (readonly / "data.txt").write_text("read-only data")
     (readonly / "link-to-secret").symlink_to(secret)
+    (tmp_path / "readonly-secret.txt").write_text(secret.read_text())
     return {
         "outside": folder,
         "secret": secret,
