@@ -6,7 +6,8 @@ Every case is one test statement (run after `code`, if any) with these fields fi
   {keep}      another file there, which must not change
   {empty}     an empty folder there
   {readonly}  a folder the code may read (given as `readable`) but not change; it holds data.txt and
-              link-to-secret, a symbolic link to {secret}; beside it, {readonly}-secret.txt holds the secret too
+              link-to-secret, a symbolic link to {secret}; beside it, {readonly}-secret.txt holds the
+              secret too
   {marker}    a path in {outside} that a process started by the code would create
   {shm}       a name for a POSIX shared-memory object or semaphore (files in /dev/shm), which must not appear
 
