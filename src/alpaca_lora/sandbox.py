@@ -8,9 +8,10 @@ says what each one guarantees and what it does not):
                    TMPDIR); CPU time, address space, file size, open files and core dumps limited; a
                    wall-clock limit, enforced by the parent, kills the child's process group.
   audit hook       (PEP 578) installed before the code runs. It refuses new processes, sockets, ctypes,
-                   subinterpreters, frame and garbage-collector introspection, raising limits and the system
-                   log; reading anything but the working folder, the interpreter's import path (standard
-                   library and installed packages) and the paths given as `readable`; writing, creating,
+                   signals to other processes, raising limits, the system log, and what could rebind the
+                   hook's own variables (gc referrers, trace and profile functions); reading anything but
+                   the working folder, the interpreter's import path (standard library and installed
+                   packages) and the paths given as `readable`; writing, creating,
                    deleting, renaming, linking or changing anything outside the working folder; leaving the
                    working folder (chdir), opening a folder outside it, more than MAX_CREATIONS creations;
                    importing anything but the standard library and the packages given as `packages`, and
@@ -642,9 +643,9 @@ def confine(workdir: str, readable: tuple[str, ...], imports: tuple[str, ...], p
 
 
 def harness(nonce: str, code: str, tests: list[str], captured):
-    """The run itself, as a function that uses only what is bound here, before the code runs: the code may
-    replace builtins and this module's functions, but cannot reach these names (frames are refused), so it
-    cannot forge a pass or read the nonce that authenticates each report line."""
+    """The run itself, as a function that uses only what is bound here, before the code runs: code that
+    replaces builtins or this module's functions cannot make a failing test pass that way. (Code that walks
+    its frames up to these names can; results are not tamper-proof: docs/sandbox.md.)"""
     from json.encoder import encode_basestring_ascii as quote  # the C encoder: no module state to replace
 
     write, exit_now, base_exception, type_, str_, isinstance_ = (
