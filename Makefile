@@ -45,7 +45,9 @@ lint: setup
 
 # The SLURM tests (tests/test_slurm.py) run on a real one-node cluster that tests/slurm/harness.sh installs,
 # starts, and stops and uninstalls again afterwards; that needs root, as in CI. SKIP_SLURM=1 leaves them out.
+# The sandbox's namespace tests need bubblewrap, which tests/sandbox/install-bubblewrap.sh installs as root.
 test: lint
+	tests/sandbox/install-bubblewrap.sh
 	$(BIN)/pytest -m "not slurm"
 ifeq ($(SKIP_SLURM),1)
 	@echo "SKIP_SLURM=1: the SLURM tests did not run"

@@ -125,6 +125,14 @@ def decoding_text(metrics: dict, limit: str = "max_new_tokens", code: bool = Fal
     return f"{decoding['strategy']}, max_new_tokens {decoding[limit]}, stop at {stops}"
 
 
+def isolation_text(scores: dict[str, dict]) -> str:
+    """The sandbox layers that ran the code probes (docs/sandbox.md), for both models when they differ."""
+    layers = {m: " + ".join(scores[m]["code"]["isolation"]["layers"]) for m in SIDES}
+    if layers["base"] == layers["tuned"]:
+        return layers["base"]
+    return "; ".join(f"{m}: {text}" for m, text in layers.items())
+
+
 def metric_rows(metrics: dict[str, dict], scores: dict[str, dict], probes_file: str) -> list[dict]:
     """The base-vs-tuned table: key, metric, base, tuned, difference, computed_on (split, count, decoding)."""
     base, reference, code = metrics["base"], scores["base"]["reference"], scores["base"]["code"]
@@ -160,7 +168,8 @@ def metric_rows(metrics: dict[str, dict], scores: dict[str, dict], probes_file: 
             "pass@1 (code probes)",
             from_scores("code", "pass@1"),
             f"{code['problems']} probes with tests in {probes_file}; {greedy}; one answer each, run in the "
-            f"sandbox ({code['limits']['timeout_s']:g} s, {code['limits']['memory_mb']} MB, no network)",
+            f"sandbox ({code['limits']['timeout_s']:g} s, {code['limits']['memory_mb']} MB; "
+            f"layers: {isolation_text(scores)})",
         ),
         row(
             "eval_hit_max",

@@ -15,8 +15,10 @@ Reference-based, on the answers to the first N eval records (written by evaluate
 Functional, on the answers to probe prompts that come with tests (config/probes.yaml): the Python code is
 extracted from the answer (fenced blocks, or unfenced code between prose), reduced to its imports,
 definitions and constant assignments (example calls, input() and prints are dropped), and run against the
-probe's assert statements by alpaca_lora.sandbox in a separate process. pass@1 = share of tested probes
-whose one greedy answer passes every test.
+probe's assert statements by alpaca_lora.sandbox in a confined process (docs/sandbox.md). pass@1 = share of
+tested probes whose one greedy answer passes every test. The scores keep, per failed test, the failure kind
+and a bounded one-line message; what the code printed or raised in full reaches the log only with
+--log-sandbox-output.
 
 Example:
   python scripts/score_answers.py --eval-answers eval_answers.jsonl --probe-answers generations.jsonl \\
@@ -32,6 +34,7 @@ import re
 import textwrap
 
 from alpaca_lora.common import add_log_argument, read_jsonl, setup_logging, write_json
+from alpaca_lora.sandbox import ISOLATION_CHOICES, isolation_layers, run_tests
 
 log = logging.getLogger("score_answers")
 
@@ -53,6 +56,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scores", required=True, help="JSON scores to write")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="per answer; default: %(default)s")
     parser.add_argument("--memory-mb", type=int, default=512, help="per answer; default: %(default)s")
+    parser.add_argument(
+        "--packages", nargs="*", default=[], help="installed packages the code may import (default: none)"
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=ISOLATION_CHOICES,
+        default="auto",
+        help="sandbox layers: the strongest available, the mount namespace or fail, or the audit hook alone",
+    )
+    parser.add_argument(
+        "--log-sandbox-output",
+        action="store_true",
+        help="also log what the code printed and raised, in full (capped): off, nothing it read is logged",
+    )
     add_log_argument(parser)
     return parser.parse_args(argv)
 
@@ -188,11 +205,46 @@ def extract_code(answer: str, entry_point: str) -> dict:
     return {"code": code, "shape": shape, "defines_entry_point": defines}
 
 
-def code_scores(answers: list[dict], probes: list[dict], timeout_s: float, memory_mb: int) -> dict:
-    """Run each tested probe's extracted code against its tests in the sandbox; pass@1 over them."""
-    from alpaca_lora.sandbox import run_tests
+def sandbox_settings(isolation: str, packages: list[str]) -> dict:
+    """The layers the sandbox will use here (logged, and stored with the scores)."""
+    layers = isolation_layers(isolation)
+    log.info(
+        "sandbox: %s; importable: the standard library%s",
+        ", ".join(layers["layers"]),
+        "".join(f", {name}" for name in packages),
+    )
+    if not layers["mount_namespace"]:
+        log.warning(
+            "sandbox without a mount namespace (%s): docs/sandbox.md says what that leaves open",
+            layers["namespace_unavailable"],
+        )
+    return {**layers, "packages": list(packages)}
 
+
+def log_sandbox_output(probe_id: str, run: dict) -> None:
+    """What the code printed and raised, in full (as the sandbox capped it): only when the user asks."""
+    if run.get("output"):
+        log.info("probe %s printed:\n%s", probe_id, run["output"])
+    if run.get("full_detail"):
+        log.info("probe %s: %s", probe_id, run["full_detail"])
+    for test in run["tests"]:
+        if not test["passed"] and test.get("full_error"):
+            log.info("probe %s, test %r: %s", probe_id, test["test"], test["full_error"])
+
+
+def code_scores(
+    answers: list[dict],
+    probes: list[dict],
+    timeout_s: float,
+    memory_mb: int,
+    isolation: str = "auto",
+    packages: list[str] | None = None,
+    log_output: bool = False,
+) -> dict:
+    """Run each tested probe's extracted code against its tests in the sandbox; pass@1 over them."""
+    packages = list(packages or [])
     by_prompt = {answer["prompt"]: answer for answer in answers}
+    settings = sandbox_settings(isolation, packages)
     results = []
     for probe in probes:
         if not probe.get("tests"):
@@ -201,23 +253,38 @@ def code_scores(answers: list[dict], probes: list[dict], timeout_s: float, memor
             raise ValueError(f"probe {probe['id']!r} has tests but no answer in the probe answers")
         extracted = extract_code(by_prompt[probe["prompt"]]["answer"], probe["entry_point"])
         if extracted["defines_entry_point"]:
-            run = run_tests(extracted["code"], probe["tests"], timeout_s, memory_mb)
+            run = run_tests(
+                extracted["code"],
+                probe["tests"],
+                timeout_s,
+                memory_mb,
+                isolation=isolation,
+                packages=packages,
+            )
         else:
+            missing = f"the answer defines no {probe['entry_point']}()"
             run = {
                 "passed": False,
                 "status": "no code",
-                "detail": f"the answer defines no {probe['entry_point']}()",
-                "tests": [{"test": t, "passed": False, "error": "not run"} for t in probe["tests"]],
+                "kind": "no code",
+                "detail": missing,
+                "tests": [
+                    {"test": t, "passed": False, "kind": "not run", "message": missing}
+                    for t in probe["tests"]
+                ],
             }
         passed_tests = sum(test["passed"] for test in run["tests"])
         log.info(
-            "probe %s: %s (%d/%d tests, code %s)",
+            "probe %s: %s (%d/%d tests, code %s)%s",
             probe["id"],
             run["status"],
             passed_tests,
             len(probe["tests"]),
             extracted["shape"],
+            f": {run['detail']}" if run["detail"] else "",
         )
+        if log_output:
+            log_sandbox_output(probe["id"], run)
         results.append(
             {
                 "id": probe["id"],
@@ -225,13 +292,15 @@ def code_scores(answers: list[dict], probes: list[dict], timeout_s: float, memor
                 "entry_point": probe["entry_point"],
                 "passed": run["passed"],
                 "status": run["status"],
-                "detail": run["detail"],
+                "kind": run["kind"],
+                "detail": run["detail"],  # bounded by the sandbox: the failure kind and one short line
                 "tests_passed": passed_tests,
                 "tests": len(probe["tests"]),
                 "code_shape": extracted["shape"],
                 "code": extracted["code"],
-                "test_results": run["tests"],
-                "isolation": run.get("isolation"),
+                "test_results": [
+                    {key: test[key] for key in ("test", "passed", "kind", "message")} for test in run["tests"]
+                ],
             }
         )
     passed = sum(result["passed"] for result in results)
@@ -240,6 +309,7 @@ def code_scores(answers: list[dict], probes: list[dict], timeout_s: float, memor
         "passed": passed,
         "pass@1": passed / len(results) if results else None,
         "limits": {"timeout_s": timeout_s, "memory_mb": memory_mb},
+        "isolation": settings,
         "per_probe": results,
     }
 
@@ -258,7 +328,19 @@ def main(argv: list[str] | None = None) -> None:
         reference["records"],
         *(f"{reference[k]:.2f}" if reference[k] is not None else "n/a" for k in ("chrf", "bleu", "rougeL")),
     )
-    code = code_scores(list(read_jsonl(args.probe_answers)), probes, args.timeout_s, args.memory_mb)
+    try:
+        code = code_scores(
+            list(read_jsonl(args.probe_answers)),
+            probes,
+            args.timeout_s,
+            args.memory_mb,
+            isolation=args.isolation,
+            packages=args.packages,
+            log_output=args.log_sandbox_output,
+        )
+    except RuntimeError as error:  # the mount namespace was required and is not available
+        log.error("%s", error)
+        raise SystemExit(1) from None
     log.info("pass@1 %s over %d code probes", code["pass@1"], code["problems"])
     write_json(
         args.scores,

@@ -67,6 +67,7 @@ def scores(chrf: float, passed: bool) -> dict:
             "passed": int(passed),
             "pass@1": float(passed),
             "limits": {"timeout_s": 10, "memory_mb": 512},
+            "isolation": {"layers": ["process limits", "audit hook", "mount, pid and network namespaces"]},
             "per_probe": [probe],
         },
     }
@@ -189,6 +190,9 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
     assert rows["eval_loss"]["computed_on"] == "eval split: 10 records, 500 answer tokens"
     assert rows["bleu"]["computed_on"].startswith("first 2 eval records; greedy, max_new_tokens 12, stop at")
     assert "max_new_tokens 16" in rows["pass@1"]["computed_on"]
+    assert rows["pass@1"]["computed_on"].endswith(
+        "(10 s, 512 MB; layers: process limits + audit hook + mount, pid and network namespaces)"
+    ), "the isolation line: the layers the scores say were active"
     assert "tok:zh" in rows["bleu"]["computed_on"]
     report = outputs["markdown"].read_text(encoding="utf-8")
     assert "| eval loss (answer tokens) | 2.5000 | 1.5000 | -1.0000 | eval split: 10 records" in report
@@ -247,6 +251,8 @@ def test_without_eval_answers_or_code_probes_the_metrics_say_n_a(tmp_path):
     report = outputs["markdown"].read_text(encoding="utf-8")
     assert "| chrF | n/a | n/a | n/a | first 0 eval records;" in report
     assert "| pass@1 (code probes) | n/a | n/a | n/a | 0 probes with tests" in report
+    layers = " + ".join(empty["code"]["isolation"]["layers"])
+    assert f"layers: {layers})" in report and layers.startswith("process limits + audit hook")
     header = outputs["eval_answers_csv"].read_text().strip().split(",")
     assert header[:5] == ["id", "prompt", "reference", "base", "tuned"], (
         "a table without rows keeps its header"

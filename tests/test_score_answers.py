@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -202,7 +203,10 @@ def test_pass_at_1_counts_tested_probes_whose_answer_passes():
     by_id = {p["id"]: p for p in scores["per_probe"]}
     assert by_id["f-zh"]["passed"] and by_id["f-en"]["passed"]
     assert by_id["wrong"]["status"] == "failed" and by_id["none"]["status"] == "no code"
-    assert by_id["f-zh"]["isolation"]["process"] is True
+    assert scores["isolation"]["layers"][:2] == ["process limits", "audit hook"]
+    assert by_id["wrong"]["test_results"] == [
+        {"test": "assert factorial(3) == 6", "passed": False, "kind": "AssertionError", "message": ""}
+    ]
 
 
 def test_a_tested_probe_without_an_answer_is_an_error():
@@ -233,3 +237,60 @@ def test_command_line_writes_scores(tmp_path):
     )
     scores = json.loads(scores_file.read_text(encoding="utf-8"))
     assert scores["reference"]["chrf"] == 100.0 and scores["code"]["pass@1"] == 0.5
+
+
+# ---- what a hostile answer can leave behind --------------------------------------------------------------
+
+
+def hostile_answers(secret: Path) -> tuple[list[dict], list[dict]]:
+    bodies = {
+        "planted": f"raise ValueError(open({str(secret)!r}).read())",
+        "shadow": "raise ValueError(open('/etc/shadow').read())",
+        "long": "raise ValueError('distinctive-' * 1000)",
+    }
+    probes = [
+        {"id": name, "prompt": name, "entry_point": "factorial", "tests": ["assert factorial(3) == 6"]}
+        for name in bodies
+    ]
+    answers = [
+        {"prompt": name, "answer": f"```python\ndef factorial(n):\n    {body}\n```"}
+        for name, body in bodies.items()
+    ]
+    return probes, answers
+
+
+@pytest.mark.parametrize("log_output", [False, True])
+def test_a_hostile_answer_leaves_no_secret_and_only_a_bounded_message(tmp_path, log_output):
+    from alpaca_lora.sandbox import MESSAGE_LIMIT
+
+    secret = tmp_path / "planted" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("TOP-SECRET-PLANTED\n")
+    hidden = ["TOP-SECRET-PLANTED"]
+    try:
+        hidden += [line for line in Path("/etc/shadow").read_text().splitlines()[:3] if len(line) > 8]
+    except OSError:
+        pass
+    probes, answers = hostile_answers(secret)
+    probes_file = tmp_path / "probes.yaml"
+    probes_file.write_text(yaml.safe_dump({"probes": probes}), encoding="utf-8")
+    answers_file = tmp_path / "answers.jsonl"
+    answers_file.write_text("".join(json.dumps(a) + "\n" for a in answers), encoding="utf-8")
+    eval_answers = tmp_path / "eval.jsonl"
+    eval_answers.write_text("")
+    scores_file, log_file = tmp_path / "scores.json", tmp_path / "score.log"
+    arguments = ["--eval-answers", eval_answers, "--probe-answers", answers_file, "--probes", probes_file]
+    arguments += ["--scores", scores_file, "--log-file", log_file, "--timeout-s", "5"]
+    console = run_script("score_answers.py", *arguments, *(["--log-sandbox-output"] if log_output else []))
+
+    scores = json.loads(scores_file.read_text(encoding="utf-8"))
+    by_id = {probe["id"]: probe for probe in scores["code"]["per_probe"]}
+    assert scores["code"]["passed"] == 0
+    for name in ("planted", "shadow"):
+        assert by_id[name]["kind"] == "PermissionError" and "sandbox: open: reading" in by_id[name]["detail"]
+    assert by_id["long"]["kind"] == "ValueError" and len(by_id["long"]["detail"]) <= MESSAGE_LIMIT + 12
+    log = log_file.read_text(encoding="utf-8")
+    for text in (scores_file.read_text(encoding="utf-8"), log, console.stdout + console.stderr):
+        assert not any(secret in text for secret in hidden)
+    # The full text (capped by the sandbox) is in the log only when asked for.
+    assert (log.count("distinctive-") > MESSAGE_LIMIT // len("distinctive-") + 1) == log_output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -90,6 +91,44 @@ def test_editing_a_probes_tests_rescores_without_generating_again(finished_run):
         probes_file.write_text(original, encoding="utf-8")
     assert planned.get("score_answers") == 2 and planned.get("report") == 1 and planned.get("summary") == 1
     assert "evaluate" not in planned
+
+
+def test_a_hostile_answer_fails_and_leaks_nothing_into_any_file(finished_run, tmp_path):
+    """A model answer that reads a planted file and /etc/shadow: its tests fail, and nothing the workflow
+    writes after it (scores, report, summary, manifest, logs) holds what it tried to read."""
+    secret = tmp_path / "planted" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("TOP-SECRET-FROM-THE-WORKFLOW-TEST\n")
+    hidden = [b"TOP-SECRET-FROM-THE-WORKFLOW-TEST"]
+    try:
+        hidden += [
+            line.encode() for line in Path("/etc/shadow").read_text().splitlines()[:3] if len(line) > 8
+        ]
+    except OSError:
+        pass
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    generations = workdir / "results/tiny/eval/tuned/generations.jsonl"
+    records = [json.loads(line) for line in generations.read_text(encoding="utf-8").splitlines()]
+    hostile = next(record for record in records if record["prompt"] == "写一个Python函数计算阶乘")
+    hostile["answer"] = (
+        "```python\ndef factorial(n):\n"
+        f"    return len(open({str(secret)!r}).read() + open('/etc/shadow').read())\n```"
+    )
+    generations.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
+    snakemake(workdir)
+
+    scores = json.loads((workdir / "results/tiny/eval/tuned/scores.json").read_text(encoding="utf-8"))
+    probe = next(p for p in scores["code"]["per_probe"] if p["id"] == "factorial-zh")
+    assert probe["status"] == "failed" and probe["tests_passed"] == 0 and probe["kind"] == "PermissionError"
+    layers = " + ".join(scores["code"]["isolation"]["layers"])
+    assert f"layers: {layers})" in (workdir / "results/tiny/report/report.md").read_text(encoding="utf-8")
+    for path in workdir.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not any(text in content for text in hidden), f"{path} holds what the answer read"
 
 
 def test_a_bad_probe_file_stops_before_any_job(finished_run):

@@ -24,7 +24,7 @@ from alpaca_lora.common import load_yaml
 # The schemas ship with the workflow: the Snakefile passes their folder; this default is a checkout's.
 SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 # Evaluation settings read by the scoring step (recipe key -> its flag), not by generation.
-SCORING_KEYS = {"code_timeout_s": "timeout_s", "code_memory_mb": "memory_mb"}
+SCORING_KEYS = {"code_timeout_s": "timeout_s", "code_memory_mb": "memory_mb", "code_packages": "packages"}
 # Flags given once per value (--prompt a --prompt b); other lists are one flag with several values.
 REPEATED_FLAGS = {"prompt", "placeholder_inputs"}
 
@@ -117,6 +117,7 @@ class Experiments:
         self.schemas = Path(schemas)
         validate(config, self.schemas / "config.schema.yaml", config_file)
         self.recipes_dir = Path(config["recipes_dir"])
+        self.sandbox = config["sandbox"]  # how this machine runs the code in answers (docs/sandbox.md)
         self.by_name: dict[str, Experiment] = {}
         for name in config["experiments"]:
             self._add(Experiment(name, self.load_recipe(name), self.recipe_path(name)))
@@ -267,8 +268,12 @@ class Experiments:
         return cli_flags(settings)
 
     def scoring_flags(self, name: str) -> str:
+        """The recipe's scoring settings, and the config's way of sandboxing the code."""
         settings = self[name].recipe["evaluation"]
-        return cli_flags({flag: settings[key] for key, flag in SCORING_KEYS.items()})
+        flags = {flag: settings[key] for key, flag in SCORING_KEYS.items()}
+        flags["isolation"] = self.sandbox["isolation"]
+        flags["log_sandbox_output"] = self.sandbox["log_output"] or None
+        return cli_flags(flags)
 
     def settings_json(self, name: str) -> str:
         """The experiment's full settings (a grid cell's differ from its recipe file) and its overrides."""
