@@ -19,13 +19,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def run_script(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_script(
+    name: str, *args: str, check: bool = True, timeout: float | None = None
+) -> subprocess.CompletedProcess:
     """Run a step script the way a rule does: as its own process, from the shell."""
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / name), *map(str, args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stderr[-4000:]}")
