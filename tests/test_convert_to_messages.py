@@ -15,7 +15,7 @@ import yaml
 
 import convert_to_messages as c2m
 from alpaca_lora.common import read_jsonl
-from conftest import SAMPLE_DATA, run_script
+from conftest import HUB_COMMIT, SAMPLE_DATA, run_script
 
 GOOD = {"instruction": "Say hi", "input": "", "output": "Hi!"}
 BAD_INPUTS = Path(__file__).parent / "bad_inputs"
@@ -540,35 +540,6 @@ def test_a_bad_source_names_itself(tmp_path: Path, three_sources: list[dict]) ->
     assert result.returncode == 1
     assert f"{three_sources[1]['path']}: cannot tell the format" in last_line(result)
     assert not any(path.exists() for path in paths.values())
-
-
-HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A datasets cache holding "tester/tiny-alpaca" at HUB_COMMIT, as a download would have left it.
-
-    `datasets` builds it from a local JSON Lines file; the build is then filed under the repository's name and
-    commit, where `datasets` looks for a Hub dataset when offline.
-    """
-    import datasets
-
-    records = tmp_path / "train.jsonl"
-    write_lines(records, [{"instruction": f"Q{i}", "input": "", "output": f"A{i}", "n": i} for i in range(5)])
-    builder = datasets.load_dataset_builder(
-        "json", data_files={"train": str(records)}, cache_dir=str(tmp_path / "b")
-    )
-    builder.download_and_prepare()
-    cache = tmp_path / "datasets-cache"
-    target = cache / "tester___tiny-alpaca" / "default" / "0.0.0" / HUB_COMMIT
-    target.parent.mkdir(parents=True)
-    Path(builder.cache_dir).rename(target)
-    for arrow in target.glob("json-*.arrow"):
-        arrow.rename(target / arrow.name.replace("json-", "tiny-alpaca-"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
 
 
 def hub_source(revision: str = HUB_COMMIT, split: str = "train", repo_id: str = "tester/tiny-alpaca") -> dict:

@@ -1,6 +1,6 @@
 rule convert_to_messages:
     input:
-        raw=dataset_path,
+        raw=dataset_files,
         script=script_path("convert_to_messages"),
     output:
         **layout.outputs("convert_to_messages"),
@@ -13,9 +13,8 @@ rule convert_to_messages:
     params:
         settings=lambda w: EXPERIMENTS.conversion_flags(w.dataset),
     shell:
-        "python {input.script:q} --input {input.raw:q} --output {output.messages:q}"
-        " --rejects {output.rejects:q} --summary {output.summary:q}"
-        " {params.settings} --log-file {log:q}"
+        "python {input.script:q} {params.settings} --output {output.messages:q}"
+        " --rejects {output.rejects:q} --summary {output.summary:q} --log-file {log:q}"
 
 
 rule split_dataset:
