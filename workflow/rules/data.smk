@@ -2,6 +2,7 @@ rule convert_to_messages:
     input:
         raw=dataset_files,
         script=script_path("convert_to_messages"),
+        readers=package_path("data_sources"),
     output:
         **layout.outputs("convert_to_messages"),
     log:
