@@ -87,7 +87,7 @@ class Loaded:
     container: str  # json (a JSON list), jsonl, csv, tsv, parquet, hub
     lines: list[int] | None = None  # line of each record (JSON Lines, CSV)
     utf8_bom: bool = False
-    check_values: bool = False  # some value is not plain JSON: look at every record closely
+    check_values: bool = False  # some value may not be plain JSON: look at every record closely
     identity: dict = field(default_factory=dict)  # sha256 of the file, or the dataset's resolved commit
 
 
@@ -421,7 +421,8 @@ def load_parquet(path: Path) -> Loaded:
         table = parquet.read()
     except (pa.ArrowException, OSError) as error:
         raise InputError(f"{path}: not a readable Parquet file: {error}") from None
-    return Loaded(arrow_records(table), "parquet", identity={"sha256": sha256_file(path)})
+    identity = {"sha256": sha256_file(path)}
+    return Loaded(arrow_records(table), "parquet", check_values=True, identity=identity)
 
 
 def load_hub(source: Source) -> Loaded:
@@ -451,8 +452,8 @@ def load_hub(source: Source) -> Loaded:
         raise InputError(f"{label}: {error}") from None
     check_memory(label, dataset.data.nbytes)
     log.info("%s: revision %s is commit %s", label, hub["revision"], commit)
-    identity = {"resolved_commit": commit, "fingerprint": dataset._fingerprint}
-    return Loaded(arrow_records(dataset.with_format("arrow")[:]), "hub", identity=identity)
+    identity = {"resolved_commit": commit}
+    return Loaded(arrow_records(dataset.with_format("arrow")[:]), "hub", check_values=True, identity=identity)
 
 
 def arrow_records(table) -> list[dict]:
