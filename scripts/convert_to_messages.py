@@ -254,19 +254,32 @@ def sources_from(args: argparse.Namespace) -> list[Source]:
     given = [{"path": args.input}] if args.input is not None else args.source
     sources = []
     for settings in given:
-        unknown = set(settings) - {"path", "hub", "format", "columns", "roles", "sample"}
-        if unknown or ("path" in settings) == ("hub" in settings):
-            raise ValueError(
-                f"a source needs one of path or hub, and only format, columns, roles, sample: {settings}"
-            )
+        check_source(settings)
         source = Source(**{"format": args.format, "columns": args.columns, "roles": args.roles, **settings})
-        mapping_for(source, "alpaca")  # validates columns and roles
-        if source.format not in ("auto", *FORMATS) or not 0 < source.sample <= 1:
-            raise ValueError(f"{source.label}: format must be auto or one of {FORMATS}, sample in (0, 1]")
-        if source.hub is not None and not {"repo_id", "revision", "split"} <= set(source.hub):
-            raise ValueError(f"{source.label}: hub needs repo_id, revision and split")
+        mapping_for(source, "alpaca")  # checks columns and roles
         sources.append(source)
     return sources
+
+
+def check_source(settings: dict) -> None:
+    """What the recipe schema checks, for a standalone run: raise ValueError saying what is wrong."""
+    hub, sample = settings.get("hub", {}), settings.get("sample", 1)
+    problems = [
+        set(settings) - {"path", "hub", "format", "columns", "roles", "sample"}
+        and "only path or hub, format, columns, roles and sample",
+        ("path" in settings) == ("hub" in settings) and "exactly one of path and hub",
+        not isinstance(settings.get("path", ""), str) and "a path that is a string",
+        not (isinstance(hub, dict) and {"repo_id", "revision", "split"} <= set(hub) or "hub" not in settings)
+        and "a hub with repo_id, revision and split",
+        settings.get("format", "auto") not in ("auto", *FORMATS) and f"a format: auto or one of {FORMATS}",
+        not (isinstance(sample, int | float) and not isinstance(sample, bool) and 0 < sample <= 1)
+        and "a sample share above 0 and at most 1",
+        not all(isinstance(settings.get(key, {}), dict) for key in ("columns", "roles"))
+        and "columns and roles that are objects",
+    ]
+    wanted = [problem for problem in problems if problem]
+    if wanted:
+        raise ValueError(f"a source needs {'; '.join(wanted)}: {json.dumps(settings)}")
 
 
 def names_to_roles(roles: dict) -> dict[str, str]:
@@ -286,6 +299,9 @@ def mapping_for(source: Source, fmt: str) -> Mapping:
         raise ValueError(f"{source.label}: unknown column or role {sorted(unknown)}; known: {COLUMN_KEYS}")
     if not all(isinstance(v, str) and v for v in columns.values()):
         raise ValueError(f"{source.label}: every column must be a non-empty key name: {columns}")
+    names = [n for v in source.roles.values() for n in ([v] if isinstance(v, str) else v)]
+    if not isinstance(source.roles, dict) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{source.label}: roles must map a chat role to role names: {source.roles}")
     for key in ("role", "content"):
         if key in columns:
             columns[key] = (columns[key],)

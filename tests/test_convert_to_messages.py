@@ -577,3 +577,21 @@ def test_hub_dataset_errors(tmp_path: Path, hub_cache: Path, source: dict, messa
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert message in last_line(result)
     assert not any(path.exists() for path in paths.values())
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"path": "a.json", "sample": "half"}, "a sample share above 0 and at most 1"),
+        ({"path": "a.json", "sample": 1.5}, "a sample share above 0 and at most 1"),
+        ({"hub": "org/set"}, "a hub with repo_id, revision and split"),
+        ({"path": "a.json", "hub": {"repo_id": "o/s", "revision": "r", "split": "train"}}, "exactly one of"),
+        ({"path": "a.json", "roles": {"user": [1]}}, "roles must map a chat role to role names"),
+        ({"path": "a.json", "columns": ["prompt"]}, "columns and roles that are objects"),
+        ({"path": "a.json", "weight": 2}, "only path or hub"),
+    ],
+)
+def test_a_malformed_source_is_a_usage_error(tmp_path: Path, source: dict, message: str) -> None:
+    result, paths = convert_sources(tmp_path, [source], check=False)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not any(path.exists() for path in paths.values())
