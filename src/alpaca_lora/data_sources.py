@@ -439,6 +439,10 @@ def load_hub(source: Source) -> Loaded:
             f"{label}: cannot load the dataset{offline} and it is not in the datasets cache "
             f"({datasets.config.HF_DATASETS_CACHE}): {error}; load it once with network access"
         ) from None
+    except (
+        Exception
+    ) as error:  # the Hub and its client can fail in many ways; each is named, none a traceback
+        raise InputError(f"{label}: cannot load the dataset: {type(error).__name__}: {error}") from None
     commit = builder.hash
     if re.fullmatch("[0-9a-f]{40}", hub["revision"]) and commit != hub["revision"]:
         raise InputError(
@@ -448,8 +452,8 @@ def load_hub(source: Source) -> Loaded:
     try:
         builder.download_and_prepare()
         dataset = builder.as_dataset(split=hub["split"])
-    except (ValueError, KeyError, ConnectionError) as error:
-        raise InputError(f"{label}: {error}") from None
+    except Exception as error:  # an unknown split, a download that fails, a cache that is incomplete
+        raise InputError(f"{label}: {type(error).__name__}: {error}") from None
     check_memory(label, dataset.data.nbytes)
     log.info("%s: revision %s is commit %s", label, hub["revision"], commit)
     identity = {"resolved_commit": commit}
