@@ -143,6 +143,11 @@ class Conversion:
     def line(self, index: int) -> bytes:
         return self.output[self.ends[index - 1] if index else 0 : self.ends[index]]
 
+    @property
+    def kept(self) -> list[dict]:
+        """The kept records as written (read back from their lines)."""
+        return [orjson.loads(self.line(index)) for index in range(len(self.ids))]
+
 
 # ---- arguments ---------------------------------------------------------------------------------------
 
