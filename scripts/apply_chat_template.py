@@ -23,7 +23,14 @@ from multiprocessing import get_context
 
 import orjson
 
-from alpaca_lora.common import add_log_argument, atomic_path, json_line, setup_logging, trusts_remote_code
+from alpaca_lora.common import (
+    add_log_argument,
+    atomic_path,
+    json_line,
+    refuse_shared_paths,
+    setup_logging,
+    trusts_remote_code,
+)
 
 log = logging.getLogger("apply_chat_template")
 
@@ -42,7 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="processes that render in parallel; the output order stays the input order (default: all cores)",
     )
     add_log_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    refuse_shared_paths(
+        parser,
+        {"--model": args.model, "--input": args.input, "--output": args.output, "--log-file": args.log_file},
+    )
+    return args
 
 
 def render(tokenizer, record: dict) -> dict:

@@ -21,7 +21,14 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from alpaca_lora.common import add_log_argument, atomic_directory, setup_logging, sha256_file, write_json
+from alpaca_lora.common import (
+    add_log_argument,
+    atomic_directory,
+    refuse_shared_paths,
+    setup_logging,
+    sha256_file,
+    write_json,
+)
 
 log = logging.getLogger("prepare_base_model")
 
@@ -51,7 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="allow model code from the source to run (off unless asked for)",
     )
     add_log_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    refuse_shared_paths(parser, {"--path": args.path, "--out": args.out, "--log-file": args.log_file})
+    return args
 
 
 def package_file(package: str, file_name: str) -> Path:

@@ -22,6 +22,7 @@ from alpaca_lora.common import (
     add_log_argument,
     canonical_json,
     read_jsonl,
+    refuse_shared_paths,
     setup_logging,
     sha256_file,
     sha256_text,
@@ -43,7 +44,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-size", type=float, required=True, help="count (>= 1) or fraction (< 1)")
     parser.add_argument("--seed", type=int, required=True, help="seed mixed into the record keys")
     add_log_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    refuse_shared_paths(
+        parser,
+        {
+            "--input": args.input,
+            "--train": args.train,
+            "--eval": args.eval,
+            "--summary": args.summary,
+            "--log-file": args.log_file,
+        },
+    )
+    return args
 
 
 def eval_count(eval_size: float, total: int) -> int:

@@ -19,13 +19,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def run_script(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_script(
+    name: str, *args: str, check: bool = True, timeout: float | None = None
+) -> subprocess.CompletedProcess:
     """Run a step script the way a rule does: as its own process, from the shell."""
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / name), *map(str, args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stderr[-4000:]}")
@@ -61,3 +64,33 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_phi3(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-phi3"), SAMPLE_DATA, "phi3")
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A datasets cache holding "tester/tiny-alpaca" at HUB_COMMIT, as a download would have left it.
+
+    `datasets` builds it from a local JSON Lines file; the build is then filed under the repository's name and
+    commit, where `datasets` looks for a Hub dataset when offline.
+    """
+    import datasets
+
+    records = tmp_path / "train.jsonl"
+    rows = [{"instruction": f"Q{i}", "input": "", "output": f"A{i}", "n": i} for i in range(5)]
+    records.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    builder = datasets.load_dataset_builder(
+        "json", data_files={"train": str(records)}, cache_dir=str(tmp_path / "b")
+    )
+    builder.download_and_prepare()
+    cache = tmp_path / "datasets-cache"
+    target = cache / "tester___tiny-alpaca" / "default" / "0.0.0" / HUB_COMMIT
+    target.parent.mkdir(parents=True)
+    Path(builder.cache_dir).rename(target)
+    for arrow in target.glob("json-*.arrow"):
+        arrow.rename(target / arrow.name.replace("json-", "tiny-alpaca-"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache

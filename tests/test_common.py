@@ -1,14 +1,26 @@
-"""alpaca_lora.common: loss_pair, atomic writes, JSON Lines reading."""
+"""alpaca_lora.common: loss_pair, atomic writes, JSON Lines reading, the shared-path check."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from alpaca_lora.common import atomic_directory, atomic_path, loss_pair, read_jsonl, write_json, write_jsonl
+from alpaca_lora.common import (
+    atomic_directory,
+    atomic_path,
+    atomic_paths,
+    loss_pair,
+    read_jsonl,
+    refuse_shared_paths,
+    write_json,
+    write_jsonl,
+)
+from conftest import run_script
 
 PROMPT = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 
@@ -78,6 +90,109 @@ def test_atomic_directory(tmp_path: Path, existing: bool) -> None:
         (temporary / "new.bin").write_text("new", encoding="utf-8")
     assert listing(tmp_path) == ["model"]
     assert listing(target) == ["new.bin"]
+
+
+def test_atomic_paths_all_or_none(tmp_path: Path) -> None:
+    targets = [tmp_path / "out" / name for name in ("a.jsonl", "b.jsonl", "c.json")]
+    targets[2].parent.mkdir()
+    targets[2].write_text("from an earlier run", encoding="utf-8")
+    with pytest.raises(RuntimeError), atomic_paths(*targets) as temporaries:
+        for temporary in temporaries:
+            temporary.write_text("half", encoding="utf-8")
+        raise RuntimeError("killed")
+    assert listing(tmp_path / "out") == ["c.json"], "a failed block changes nothing"
+    with atomic_paths(*targets) as temporaries:
+        for temporary, target in zip(temporaries, targets, strict=True):
+            temporary.write_text(target.name, encoding="utf-8")
+    assert [target.read_text(encoding="utf-8") for target in targets] == ["a.jsonl", "b.jsonl", "c.json"]
+    assert listing(tmp_path / "out") == ["a.jsonl", "b.jsonl", "c.json"]
+
+
+def test_atomic_paths_undo_a_half_done_rename(tmp_path: Path) -> None:
+    """If the second rename fails (its target became a folder), the first file does not stay alone."""
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    with pytest.raises(OSError), atomic_paths(first, second) as temporaries:
+        for temporary in temporaries:
+            temporary.write_text("new", encoding="utf-8")
+        second.mkdir()
+        (second / "keep").write_text("x", encoding="utf-8")
+    assert listing(tmp_path) == ["b.jsonl"]
+
+
+def paths_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="step")
+    parser.exit = lambda status=0, message=None: (_ for _ in ()).throw(SystemExit(message))
+    return parser
+
+
+@pytest.mark.parametrize(
+    "how", ["same string", "relative", "symbolic link", "hard link", "missing, same string"]
+)
+def test_refuse_shared_paths(tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "in.jsonl"
+    if not how.startswith("missing"):
+        source.write_text("{}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    other = {
+        "same string": source,
+        "relative": Path("in.jsonl"),
+        "symbolic link": tmp_path / "link.jsonl",
+        "hard link": tmp_path / "hard.jsonl",
+        "missing, same string": source,
+    }[how]
+    if how == "symbolic link":
+        other.symlink_to(source)
+    if how == "hard link":
+        os.link(source, other)
+    refuse_shared_paths(
+        paths_parser(), {"--input": [source], "--output": tmp_path / "out.jsonl", "--log": None}
+    )
+    with pytest.raises(SystemExit, match="--input and --output name the same file"):
+        refuse_shared_paths(paths_parser(), {"--input": [source], "--output": other})
+    with pytest.raises(SystemExit, match=r"--input \(twice\) name the same file"):
+        refuse_shared_paths(paths_parser(), {"--input": [source, other]})
+
+
+STEPS_WITH_FILES = {  # every step script that checks its file arguments, given two that are the same
+    "convert_to_messages.py": [
+        "--input",
+        "{in}",
+        "--output",
+        "{out}",
+        "--rejects",
+        "{out}",
+        "--summary",
+        "s.json",
+    ],
+    "split_dataset.py": [
+        "--input",
+        "{in}",
+        "--train",
+        "{in}",
+        "--eval",
+        "e",
+        "--summary",
+        "s",
+        "--eval-size",
+        "1",
+        "--seed",
+        "1",
+    ],
+    "apply_chat_template.py": ["--model", "m", "--input", "{in}", "--output", "{out}", "--log-file", "{in}"],
+    "prepare_base_model.py": ["--kind", "local", "--path", "{in}", "--out", "{in}"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(STEPS_WITH_FILES))
+def test_steps_refuse_shared_paths(script: str, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "x"}\n', encoding="utf-8")
+    words = [w.format(**{"in": source, "out": tmp_path / "out.jsonl"}) for w in STEPS_WITH_FILES[script]]
+    result = run_script(script, *words, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "name the same file" in result.stderr and "Traceback" not in result.stderr
+    assert source.read_text(encoding="utf-8") == '{"id": "x"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
 
 def test_write_jsonl_failure_leaves_nothing(tmp_path: Path) -> None:

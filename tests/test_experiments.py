@@ -166,3 +166,28 @@ def test_flags_and_names():
         "q_proj+v_proj",
     ]
     assert split_id({"split": {"seed": 7, "eval_size": 0.1}}) == "seed7-eval0.1"
+
+
+def test_data_sources_reach_the_step_as_flags(recipes):
+    sources = [
+        {"path": "a.json", "columns": {"instruction": "prompt"}},
+        {"hub": {"repo_id": "org/set", "revision": "abc", "split": "train"}, "sample": 0.5},
+    ]
+    recipe = copy.deepcopy(DEFAULT)
+    del recipe["data"]["path"]
+    write_recipe(recipes, "mix", recipe, data={"name": "mix", "sources": sources, "roles": {"user": ["q"]}})
+    found = experiments(recipes, ["a", "mix"])
+    assert found.data_files("mix") == ["a.json"] and found.data_files("alpaca-zh-en-sample") == [
+        DEFAULT["data"]["path"]
+    ]
+    assert found.sources("mix")[0] == "a.json"
+    flags = found.conversion_flags("mix")
+    assert flags.startswith(
+        """--source '{"columns": {"instruction": "prompt"}, "path": "a.json"}' --source"""
+    )
+    assert """--roles '{"user": ["q"]}'""" in flags and "--input" not in flags
+    assert found.conversion_flags("alpaca-zh-en-sample").startswith(f"--input {DEFAULT['data']['path']} ")
+    recipe["data"]["path"] = "b.json"
+    write_recipe(recipes, "both", recipe, data={"name": "both", "sources": sources})
+    with pytest.raises(ConfigError, match="data"):
+        experiments(recipes, ["both"])

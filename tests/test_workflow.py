@@ -23,7 +23,7 @@ from alpaca_lora.testing import (
     tiny_recipe,
     workflow_env,
 )
-from conftest import ROOT, git
+from conftest import HUB_COMMIT, ROOT, git
 
 
 @pytest.fixture(scope="module")
@@ -426,3 +426,26 @@ def test_a_step_killed_mid_write_leaves_nothing_trusted(tmp_path, tiny_llama):
     assert summary["read"] == summary["kept"] == len(records)
     assert summary["output_sha256"] == sha256_file(folder / "messages.jsonl")
     assert len((folder / "messages.jsonl").read_text(encoding="utf-8").splitlines()) == len(records)
+
+
+def test_several_sources_and_a_hub_dataset_make_one_dataset(tmp_path, tiny_llama, small_alpaca, hub_cache):
+    """data.sources: a JSON file, a CSV under other column names sampled to half, a pinned Hub dataset."""
+    table = tmp_path / "extra.csv"
+    table.write_text("Question,Reply\n" + "".join(f"Q{i},R{i}\n" for i in range(10)), encoding="utf-8")
+    recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, small_alpaca)
+    del recipe["data"]["path"]
+    recipe["data"]["sources"] = [
+        {"path": str(small_alpaca)},
+        {"path": str(table), "columns": {"instruction": "Question", "output": "Reply"}, "sample": 0.5},
+        {"hub": {"repo_id": "tester/tiny-alpaca", "revision": HUB_COMMIT, "split": "train"}},
+    ]
+    workdir = make_workdir(tmp_path, {"mix": recipe})
+    target = "results/data/small/messages.jsonl"
+    snakemake(workdir, target, env=workflow_env(HF_DATASETS_CACHE=str(hub_cache)))
+    summary = json.loads((workdir / "results/data/small/convert_summary.json").read_text(encoding="utf-8"))
+    assert [s["kept"] for s in summary["sources"]] == [40, 5, 5]
+    assert summary["sources"][2]["resolved_commit"] == HUB_COMMIT
+    assert (summary["read"], summary["kept"], summary["sampled_out"]) == (55, 50, 5)
+    assert "Nothing to be done" in snakemake(workdir, target, "--dry-run").stdout
+    table.write_text(table.read_text(encoding="utf-8") + "Q10,R10\n", encoding="utf-8")
+    assert jobs_planned(workdir).get("convert_to_messages") == 1, "a changed source file reruns the step"

@@ -5,6 +5,7 @@ Every step script imports this module; nothing here knows about Snakemake.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,12 @@ def sha256_text(text: str) -> str:
 
 def canonical_json(value: Any) -> str:
     """One stable text for a JSON value: sorted keys, no whitespace, real UTF-8."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+    return canonical_bytes(value).decode("utf-8")
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """canonical_json's text, UTF-8 encoded (what a content hash reads)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def json_line(record: Any) -> str:
@@ -103,18 +109,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     A step killed half-way thus never leaves a file that a later run would trust.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    temporary_path = Path(temporary)
-    try:
-        yield temporary_path
-        # mkstemp makes the file private (0600); give it the permissions any other new file would get.
-        os.chmod(temporary_path, 0o666 & ~_current_umask())
-        os.replace(temporary_path, target)
-    finally:
-        temporary_path.unlink(missing_ok=True)
+    with atomic_paths(path) as (temporary,):
+        yield temporary
 
 
 @contextmanager
@@ -131,6 +127,69 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         os.replace(temporary, target)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+@contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
+    """Like `atomic_path` for several files that belong together: all of them appear, or none.
+
+    Should a rename fail half-way, the targets already renamed are removed again, so that no mix of this
+    run's files and an earlier run's is ever left behind.
+    """
+    with ExitStack() as stack:
+        temporaries = [stack.enter_context(_temporary_beside(Path(path))) for path in paths]
+        yield temporaries
+        # mkstemp makes a file private (0600); give them the permissions any other new file would get.
+        mode = 0o666 & ~_current_umask()
+        done: list[Path] = []
+        try:
+            for temporary, path in zip(temporaries, paths, strict=True):
+                os.chmod(temporary, mode)
+                os.replace(temporary, path)
+                done.append(Path(path))
+        except BaseException:
+            for path in done:
+                Path(path).unlink(missing_ok=True)
+            raise
+
+
+@contextmanager
+def _temporary_beside(target: Path) -> Iterator[Path]:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def file_identity(path: str | Path) -> tuple:
+    """What makes two paths the same file: device and inode when it exists (hard and symbolic links
+    included), else the absolute path with every symbolic link resolved."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    return ("inode", status.st_dev, status.st_ino)
+
+
+def refuse_shared_paths(parser: argparse.ArgumentParser, files: dict[str, Any]) -> None:
+    """Stop (as a usage error) when two of a step's file arguments name the same file.
+
+    An output written over an input, or two outputs over each other, would lose data without a word.
+    `files` maps each option (as the user types it) to its path, a list of paths, or None.
+    """
+    seen: dict[tuple, str] = {}
+    for flag, value in files.items():
+        for path in value if isinstance(value, list) else [value]:
+            if path is None:
+                continue
+            identity = file_identity(path)
+            if identity in seen:
+                both = f"{seen[identity]} and {flag}" if seen[identity] != flag else f"{flag} (twice)"
+                parser.error(f"{both} name the same file ({path}); give each file its own path")
+            seen[identity] = flag
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:

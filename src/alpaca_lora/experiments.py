@@ -26,7 +26,7 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 # Evaluation settings read by the scoring step (recipe key -> its flag), not by generation.
 SCORING_KEYS = {"code_timeout_s": "timeout_s", "code_memory_mb": "memory_mb", "code_packages": "packages"}
 # Flags given once per value (--prompt a --prompt b); other lists are one flag with several values.
-REPEATED_FLAGS = {"prompt", "placeholder_inputs"}
+REPEATED_FLAGS = {"prompt", "placeholder_inputs", "source"}
 
 
 class ConfigError(ValueError):
@@ -58,7 +58,8 @@ def fill_defaults(instance: object, schema: dict) -> None:
 
 
 def cli_flags(settings: dict) -> str:
-    """{key: value} as shell-quoted --key value flags (booleans as --key / --no-key; None left out)."""
+    """{key: value} as shell-quoted --key value flags (booleans as --key / --no-key, objects as JSON, None
+    left out)."""
     words: list[str] = []
     for key, value in settings.items():
         flag = f"--{key.replace('_', '-')}"
@@ -68,12 +69,16 @@ def cli_flags(settings: dict) -> str:
             words.append(flag if value else f"--no-{flag[2:]}")
         elif isinstance(value, list) and key in REPEATED_FLAGS:
             for item in value:
-                words += [flag, str(item)]
+                words += [flag, flag_value(item)]
         elif isinstance(value, list):
-            words += [flag, *map(str, value)]
+            words += [flag, *map(flag_value, value)]
         else:
-            words += [flag, str(value)]
+            words += [flag, flag_value(value)]
     return shlex.join(words)
+
+
+def flag_value(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, dict) else str(value)
 
 
 def grid_value_text(value: object) -> str:
@@ -245,9 +250,19 @@ class Experiments:
     # ---- settings the steps get -------------------------------------------------------------------------
 
     def conversion_flags(self, dataset: str) -> str:
-        """The data section's format, tolerance and cleaning settings (defaults filled in by the schema)."""
+        """The data section as flags: its file (--input) or sources (--source JSON, one each), then its
+        format, mapping, tolerance and cleaning settings (defaults filled in by the schema)."""
         settings = self.datasets[dataset]
-        return cli_flags({k: v for k, v in settings.items() if k not in ("name", "path")})
+        given = {"input": settings["path"]} if "path" in settings else {"source": settings["sources"]}
+        rest = {k: v for k, v in settings.items() if k not in ("name", "path", "sources")}
+        return cli_flags({**given, **rest})
+
+    def data_files(self, dataset: str) -> list[str]:
+        """The local files a dataset is made from (a Hub source has none: its pinned revision is in the
+        conversion's settings, and the summary records the commit)."""
+        settings = self.datasets[dataset]
+        sources = settings.get("sources", [{"path": settings.get("path")}])
+        return [source["path"] for source in sources if "path" in source]
 
     def model_source_flags(self, model: str) -> str:
         settings = self.models[model]
@@ -321,7 +336,8 @@ class Experiments:
     def sources(self, name: str) -> list[str]:
         """The files one experiment reads that no job writes: data, recipe, probes."""
         recipe = self[name].recipe
-        return [recipe["data"]["path"], str(self[name].recipe_file), recipe["evaluation"]["probes"]]
+        data = self.data_files(recipe["data"]["name"])
+        return [*data, str(self[name].recipe_file), recipe["evaluation"]["probes"]]
 
     def targets(self) -> list[str]:
         """What a whole run builds: every report and manifest, and the summary across experiments."""

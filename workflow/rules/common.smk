@@ -74,8 +74,8 @@ def experiment(wildcards):
     return EXPERIMENTS[wildcards.experiment]
 
 
-def dataset_path(wildcards):
-    return EXPERIMENTS.datasets[wildcards.dataset]["path"]
+def dataset_files(wildcards):
+    return EXPERIMENTS.data_files(wildcards.dataset)
 
 
 def experiment_inputs(wildcards):

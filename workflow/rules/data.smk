@@ -1,7 +1,8 @@
 rule convert_to_messages:
     input:
-        raw=dataset_path,
+        raw=dataset_files,
         script=script_path("convert_to_messages"),
+        readers=package_path("data_sources"),
     output:
         **layout.outputs("convert_to_messages"),
     log:
@@ -13,9 +14,8 @@ rule convert_to_messages:
     params:
         settings=lambda w: EXPERIMENTS.conversion_flags(w.dataset),
     shell:
-        "python {input.script:q} --input {input.raw:q} --output {output.messages:q}"
-        " --rejects {output.rejects:q} --summary {output.summary:q}"
-        " {params.settings} --log-file {log:q}"
+        "python {input.script:q} {params.settings} --output {output.messages:q}"
+        " --rejects {output.rejects:q} --summary {output.summary:q} --log-file {log:q}"
 
 
 rule split_dataset:
