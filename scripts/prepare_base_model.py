@@ -67,6 +67,14 @@ def package_file(package: str, file_name: str) -> Path:
     return path
 
 
+def package_version(package: str) -> str | None:
+    """The version of the installed distribution that provides an importable package."""
+    from importlib import metadata
+
+    distributions = metadata.packages_distributions().get(package, [])
+    return metadata.version(distributions[0]) if distributions else None
+
+
 def files_read(folder: Path) -> dict[str, str]:
     return {
         str(path.relative_to(folder)): sha256_file(path)
@@ -93,10 +101,13 @@ def resolve_source(args: argparse.Namespace) -> tuple[str, dict, dict]:
         from transformers import GgufConfig
 
         kwargs = {"gguf_file": gguf.name, "quantization_config": GgufConfig(dequantize=True)}
+        # As the recipe names it: a file of a package (and the package's version), or the path it gives;
+        # never where this machine installed the package.
         provenance = {
             "kind": "gguf",
             "package": args.package,
-            "file": str(gguf),
+            "package_version": package_version(args.package) if args.package else None,
+            "file": args.file if args.package else args.path,
             "sha256": {gguf.name: digest},
         }
         return str(gguf.parent), kwargs, provenance

@@ -169,7 +169,8 @@ def kept_definitions(blocks: list[str]) -> list[ast.stmt]:
 
 
 def extract_code(answer: str, entry_point: str) -> dict:
-    """The code an answer gives for `entry_point`: {code, shape: fenced|unfenced|none, defines_entry_point}.
+    """The code an answer gives for `entry_point`: {code, shape: fenced|unfenced|none, defines_entry_point,
+    defined: the functions and classes it defines}.
 
     Nothing is executed here: the answer is only parsed.
     """
@@ -179,13 +180,22 @@ def extract_code(answer: str, entry_point: str) -> dict:
     if not statements:
         statements, shape = kept_definitions(unfenced_code(answer)), "unfenced"
     if not statements:
-        return {"code": "", "shape": "none", "defines_entry_point": False}
-    defines = any(
-        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name == entry_point
+        return {"code": "", "shape": "none", "defines_entry_point": False, "defined": []}
+    defined = [
+        node.name
         for node in statements
-    )
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    ]
     code = ast.unparse(ast.Module(body=statements, type_ignores=[]))
-    return {"code": code, "shape": shape, "defines_entry_point": defines}
+    return {"code": code, "shape": shape, "defines_entry_point": entry_point in defined, "defined": defined}
+
+
+def not_run(extracted: dict, entry_point: str) -> tuple[str, str]:
+    """(status, detail) of an answer whose tests cannot run: no code at all, or code for something else."""
+    if extracted["shape"] == "none":
+        return "no code", "the answer holds no Python code"
+    others = ", ".join(f"{name}()" for name in extracted["defined"]) or "only imports and constants"
+    return "wrong function", f"the code defines no {entry_point}() (it defines {others})"
 
 
 def code_scores(answers: list[dict], probes: list[dict], timeout_s: float, memory_mb: int) -> dict:
@@ -203,10 +213,11 @@ def code_scores(answers: list[dict], probes: list[dict], timeout_s: float, memor
         if extracted["defines_entry_point"]:
             run = run_tests(extracted["code"], probe["tests"], timeout_s, memory_mb)
         else:
+            status, detail = not_run(extracted, probe["entry_point"])
             run = {
                 "passed": False,
-                "status": "no code",
-                "detail": f"the answer defines no {probe['entry_point']}()",
+                "status": status,
+                "detail": detail,
                 "tests": [{"test": t, "passed": False, "error": "not run"} for t in probe["tests"]],
             }
         passed_tests = sum(test["passed"] for test in run["tests"])

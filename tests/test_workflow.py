@@ -42,7 +42,7 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
     assert "写一个Python函数计算阶乘" in report
     # The factorial question's test result for both models, and the metrics with what they were computed on.
     factorial = next(line for line in report.splitlines() if line.startswith("| 写一个Python函数计算阶乘 |"))
-    assert factorial.count("/4 tests;") == 2
+    assert factorial.count("/4 tests)") == 2
     assert "| pass@1 (code probes) |" in report and "| chrF |" in report and "| ROUGE-L F1 (x100) |" in report
     assert "first 4 eval records; greedy, max_new_tokens 6" in report
     scores = json.loads((run / "eval" / "tuned" / "scores.json").read_text())
@@ -296,6 +296,39 @@ def test_manifest_hashes_every_input_and_output(second_run, small_alpaca, tiny_l
     assert {"tiny/score_answers.base", "tiny/score_answers.tuned"} <= set(steps)
     report = (workdir / "results/tiny/report/report.md").read_text(encoding="utf-8")
     assert "[manifest.json](../manifest.json)" in report
+
+
+def test_the_report_is_the_same_on_two_machines(finished_run, second_run):
+    """The same run in another folder (another machine, another speed): the same report, byte for byte, and
+    no path of either machine in the report, the manifest or the model's source.json."""
+    workdir, _ = second_run
+    report = Path("results/tiny/report")
+    for name in ("report.md", "report.html", "loss_curve.png", "metrics.csv", "metrics.json"):
+        assert (workdir / report / name).read_bytes() == (finished_run / report / name).read_bytes(), name
+    for path in (report / "report.md", report / "report.html", "results/tiny/manifest.json"):
+        text = (workdir / path).read_text(encoding="utf-8")
+        assert str(workdir) not in text and "/.venv/" not in text and "site-packages" not in text, path
+    assert str(workdir) not in (workdir / "results/models/tiny/source.json").read_text()
+
+
+@pytest.mark.browser
+def test_the_report_of_a_real_run_renders_in_a_browser(finished_run, browser):
+    run = finished_run / "results" / "tiny"
+    page = browser(run / "report" / "report.html")
+    generations = {
+        which: [
+            json.loads(line) for line in (run / "eval" / which / "generations.jsonl").read_text().splitlines()
+        ]
+        for which in ("base", "tuned")
+    }
+    probes, records = page["answers"]
+    assert [[cell["text"] for cell in row] for row in probes] == [
+        [base["prompt"], base["answer"], tuned["answer"]]
+        for base, tuned in zip(generations["base"], generations["tuned"], strict=True)
+    ]
+    assert len(records) == 4 and all(len(row) == 4 for row in records)
+    assert all(cell["pre"] == 1 for row in probes + records for cell in row)
+    assert page["images"] and all(image["complete"] and image["width"] > 0 for image in page["images"])
 
 
 def test_manifest_outside_git_says_so(finished_run):

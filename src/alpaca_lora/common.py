@@ -1,6 +1,10 @@
-"""Small helpers shared by the step scripts: logging, JSON Lines I/O, hashing, atomic writes.
+"""Small helpers shared by the step scripts: logging and error handling (`step`), JSON Lines I/O, hashing,
+atomic writes, YAML with YAML 1.2 numbers.
 
-Every step script imports this module; nothing here knows about Snakemake.
+Every step script imports this module; nothing here knows about Snakemake. Each script's main() runs inside
+`with step(name, args.log_file):`, so that every step logs to its own log file, and a failure ends in one
+logged line (an expected error: bad input, a missing file) or a logged traceback (a bug), never in a log that
+says nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +55,38 @@ def setup_logging(name: str, log_file: str | None = None) -> logging.Logger:
             os.environ.get("SLURMD_NODENAME", "?"),
         )
     return logger
+
+
+class StepError(ValueError):
+    """An expected failure (bad input, a setting that cannot work): logged as one line, no traceback."""
+
+
+# Failures whose message says all (the file and what is wrong with it): one line in the log, exit status 1.
+EXPECTED_ERRORS = (StepError, OSError)
+
+
+@contextmanager
+def step(name: str, log_file: str | None = None) -> Iterator[logging.Logger]:
+    """Run a step's body with logging set up; log how it failed, to the step's log file too, then exit 1.
+
+    An expected error (StepError, a missing or unreadable file, `raise SystemExit("message")`) is one
+    ERROR line; anything else is a bug and is logged with its traceback. An exit status (SystemExit with a
+    number, e.g. 143 after SIGTERM) passes through unchanged.
+    """
+    logger = setup_logging(name, log_file)
+    try:
+        yield logger
+    except EXPECTED_ERRORS as error:
+        logger.error("%s", error)
+        raise SystemExit(1) from None
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            logger.error("%s", stop.code)
+            raise SystemExit(1) from None
+        raise
+    except Exception:
+        logger.exception("%s failed unexpectedly (a bug: please report it with this log)", name)
+        raise SystemExit(1) from None
 
 
 def add_log_argument(parser) -> None:

@@ -51,6 +51,7 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "markdown": f"{RUN}/report/report.md",
         "html": f"{RUN}/report/report.html",
         "metrics": f"{RUN}/report/metrics.csv",
+        "metrics_json": f"{RUN}/report/metrics.json",
         "curve": f"{RUN}/report/loss_curve.png",
         "generations": f"{RUN}/report/generations.csv",
         "eval_answers": f"{RUN}/report/eval_answers.csv",
@@ -109,3 +110,17 @@ def glob(rule: str, name: str) -> str:
     import re
 
     return re.sub(r"\{[a-z_]+\}", "*", OUTPUTS[rule][name])
+
+
+def finished_reports(root: str = ".") -> dict[str, dict[str, str]]:
+    """Experiment -> its report's files, for every experiment under results/ whose report is complete
+    (paths relative to `root`, the working directory of a run)."""
+    from pathlib import Path
+
+    found = {}
+    for path in sorted(Path(root).glob(glob("report", "experiment"))):
+        name = path.relative_to(root).parts[1]
+        report = files("report", experiment=name)
+        if all((Path(root) / file).exists() for file in report.values()):
+            found[name] = report
+    return found
