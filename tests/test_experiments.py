@@ -72,6 +72,85 @@ def test_a_missing_recipe_and_a_bad_value_are_named(recipes):
         experiments(recipes, ["bad"])
 
 
+@pytest.mark.parametrize(
+    ("section", "change", "message"),
+    [
+        (
+            "training",
+            {"learning_rat": 1e-4},
+            "training.learning_rat: unknown key; did you mean learning_rate?",
+        ),
+        (
+            "model",
+            {"source": {"kind": "hubb"}},
+            "model.source.kind: 'hubb' is not one of gguf, hub, local; did you mean hub?",
+        ),
+        (
+            "model",
+            {"source": {"kind": "hub", "repo_id": "a/b"}},
+            "model.source.revision: missing; a hub source needs a pinned revision",
+        ),
+        (
+            "data",
+            {"drop_duplicates": "exactt"},
+            "data.drop_duplicates: 'exactt' is not one of none, exact, near; did you mean exact?",
+        ),
+        (
+            "lora",
+            {"target_modules": "all_linear"},
+            "lora.target_modules: 'all_linear' is not 'all-linear' or a "
+            "list of strings; did you mean all-linear?",
+        ),
+        (
+            "lora",
+            {"rank": 8},
+            "lora.rank: unknown key (allowed: r, lora_alpha, lora_dropout, target_modules)",
+        ),
+    ],
+)
+def test_a_recipe_mistake_is_one_line_with_what_is_allowed(recipes, section, change, message):
+    recipe = copy.deepcopy(DEFAULT)
+    if section == "training":
+        recipe["training"]["learning_rat"] = recipe["training"].pop("learning_rate")
+    else:
+        recipe[section].update(change)
+    write_recipe(recipes, "bad", recipe)
+    with pytest.raises(ConfigError) as raised:
+        experiments(recipes, ["bad"])
+    text = str(raised.value)
+    assert "\n" not in text and text.startswith(f"recipe {recipes / 'bad.yaml'}: {message}"), text
+
+
+def test_a_config_mistake_is_one_line(recipes):
+    with pytest.raises(ConfigError, match=r"^c.yaml: experiment: unknown key; did you mean experiments\?$"):
+        Experiments({"experiment": ["a"], "recipes_dir": str(recipes)}, config_file="c.yaml")
+    reserved = r"^c.yaml: experiments\[1\]: 'benchmarks' is reserved: results/ has a shared folder"
+    with pytest.raises(ConfigError, match=reserved):
+        Experiments({"experiments": ["a", "benchmarks"], "recipes_dir": str(recipes)}, config_file="c.yaml")
+
+
+def test_reserved_names_are_the_shared_folders_of_results():
+    """An experiment's folder is results/<name>: no name may be one of the shared folders."""
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+    reserved = set(schema["$defs"]["name"]["not"]["enum"])
+    patterns = [p for outputs in layout.OUTPUTS.values() for p in outputs.values()]
+    patterns += [layout.log("summary"), layout.benchmark("summary"), "results/report.html"]
+    shared = {p.split("/")[1].split(".")[0] for p in patterns if not p.startswith(layout.RUN)}
+    assert reserved == shared
+
+
+def test_grid_values_read_as_yaml_1_2(recipes):
+    """1e-4 in config.yaml and every number given with --config reach the grid as strings: numbers again."""
+    grid = {"recipe": "a", "vary": {"training.learning_rate": ["1e-4", "3e-4"], "lora.r": ["8"]}}
+    found = experiments(recipes, [], [grid])
+    assert found.names() == [
+        "a--training.learning_rate=0.0001--lora.r=8",
+        "a--training.learning_rate=0.0003--lora.r=8",
+    ]
+    cell = found["a--training.learning_rate=0.0001--lora.r=8"]
+    assert cell.recipe["training"]["learning_rate"] == 1e-4 and cell.recipe["lora"]["r"] == 8
+
+
 def test_grid_cells_are_named_by_their_settings_and_share_the_base_evaluation(recipes):
     grid = {"recipe": "a", "vary": {"lora.r": [4, 8], "training.seed": [1, 2]}}
     found = experiments(recipes, [], [grid])

@@ -123,8 +123,22 @@ def test_a_bad_recipe_value_stops_before_any_job(finished_run):
     finally:
         recipe_file.write_text(original)
     assert result.returncode != 0
-    message = result.stdout + result.stderr
-    assert "learning_rte" in message and "tiny.yaml" in message
+    # One line: the file, the key, what is wrong, the closest valid key; no traceback, no heading.
+    said = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "workflow specific profile" not in line
+    ]
+    assert said == [
+        "recipe config/recipes/tiny.yaml: training.learning_rte: unknown key; did you mean learning_rate?"
+    ]
+
+
+def test_grid_values_on_the_command_line_read_as_yaml_1_2(finished_run):
+    """--config gives Snakemake every value as a string, and YAML 1.1 reads 1e-4 as one: both are numbers."""
+    grid = 'grids=[{"recipe": "tiny", "vary": {"training.learning_rate": [1e-4], "lora.r": [4]}}]'
+    result = snakemake(finished_run, "--dry-run", "--config", grid)
+    assert "results/tiny--training.learning_rate=0.0001--lora.r=4/train/adapter" in result.stdout
 
 
 def test_an_unknown_experiment_is_named(finished_run):

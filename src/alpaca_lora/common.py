@@ -203,6 +203,30 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=YamlLoader)
 
 
+# YAML 1.2 core-schema scalars. Snakemake reads config.yaml as YAML 1.1 (1e-4 is a string) and the values of
+# --config with every scalar a string (lora.r=[4, 8] gives "4" and "8"): yaml12_scalars reads them again.
+_YAML12_SCALARS = [
+    (re.compile(r"[-+]?[0-9]+"), int),
+    (re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"), float),
+    (re.compile(r"true|True|TRUE"), lambda _: True),
+    (re.compile(r"false|False|FALSE"), lambda _: False),
+]
+
+
+def yaml12_scalars(value: Any) -> Any:
+    """A value (lists and dicts throughout) with each string that YAML 1.2 reads as a number or boolean
+    turned into one: "1e-4" -> 0.0001, "8" -> 8, "true" -> True; other strings stay."""
+    if isinstance(value, list):
+        return [yaml12_scalars(item) for item in value]
+    if isinstance(value, dict):
+        return {key: yaml12_scalars(item) for key, item in value.items()}
+    if isinstance(value, str):
+        for pattern, convert in _YAML12_SCALARS:
+            if pattern.fullmatch(value):
+                return convert(value)
+    return value
+
+
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)

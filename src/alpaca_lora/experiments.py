@@ -10,6 +10,7 @@ knows all of that as plain Python, without Snakemake, so that it can be tested o
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import json
 import re
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alpaca_lora import layout
-from alpaca_lora.common import load_yaml
+from alpaca_lora.common import load_yaml, yaml12_scalars
 
 # The schemas ship with the workflow: the Snakefile passes their folder; this default is a checkout's.
 SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
@@ -34,16 +35,109 @@ class ConfigError(ValueError):
 
 
 def validate(instance: object, schema_file: Path, where: str) -> None:
-    """Validate against a JSON schema (YAML) and fill in the schema's defaults; `where` names the file."""
+    """Validate against a JSON schema (YAML) and fill in the schema's defaults; `where` names the file.
+
+    The first problem becomes one line: `<where>: <key.path>: what is wrong; what is allowed` (and the
+    closest valid key or value when one is near).
+    """
     import jsonschema
 
     schema = load_yaml(Path(schema_file).read_text(encoding="utf-8"))
     validator_class = jsonschema.validators.validator_for(schema)
-    error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(instance))
-    if error is not None:
-        location = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-        raise ConfigError(f"{where}: {location}: {error.message}")
+    errors = list(validator_class(schema).iter_errors(instance))
+    if errors:
+        raise ConfigError(f"{where}: {describe(pick(errors))}")
     fill_defaults(instance, schema)
+
+
+def pick(errors: list) -> object:
+    """The error that explains the others: an unknown key (a typo also makes its real key "missing")."""
+    from jsonschema.exceptions import best_match
+
+    unknown = [error for error in errors if error.validator == "additionalProperties"]
+    return best_match(unknown or errors)
+
+
+def location(error, key: str | None = None) -> str:
+    """The dotted key path of an error (list items as [index]): training.learning_rate, experiments[0]."""
+    text = ""
+    for part in [*error.absolute_path, *([key] if key is not None else [])]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def closest(word: object, choices: list) -> str:
+    """ "; did you mean X?" for the choice nearest to `word`, or nothing when none is near."""
+    texts = {str(choice): choice for choice in choices}
+    near = difflib.get_close_matches(str(word), list(texts), n=1, cutoff=0.5)
+    return f"; did you mean {near[0]}?" if near else ""
+
+
+def listing(values: list) -> str:
+    return ", ".join(str(value) for value in values)
+
+
+def describe(error) -> str:
+    """One line for one schema error: where, what is wrong, what is allowed."""
+    kind, schema, instance = error.validator, error.schema, error.instance
+    if kind == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        key = sorted(set(instance) - set(allowed))[0]
+        hint = closest(key, allowed) or f" (allowed: {listing(allowed)})"
+        return f"{location(error, key)}: unknown key{hint}"
+    if kind == "required":
+        key = error.message.split("'")[1]
+        what = schema.get("properties", {}).get(key, {}).get("description")
+        return f"{location(error, key)}: missing" + (f"; {what}" if what else "")
+    if kind == "enum":
+        return f"{location(error)}: {instance!r} is not one of {listing(error.validator_value)}" + closest(
+            instance, error.validator_value
+        )
+    if kind in ("oneOf", "anyOf"):
+        return describe_alternatives(error)
+    if kind == "not":
+        why = error.validator_value.get("description", "not allowed here")
+        return f"{location(error)}: {instance!r} is reserved: {why}"
+    what = schema.get("description")
+    return f"{location(error)}: {error.message}" + (f"; {what}" if what else "")
+
+
+def describe_alternatives(error) -> str:
+    """oneOf/anyOf: the branch the value meant (its `kind` matches), or what the branches allow."""
+    branches: dict[int, list] = {}
+    for sub in error.context:
+        branches.setdefault(sub.schema_path[0], []).append(sub)
+    # A branch whose constant (kind: hub) differs from the value's is not the one meant.
+    meant = {i: errs for i, errs in branches.items() if not any(e.validator == "const" for e in errs)}
+    if meant and isinstance(error.instance, dict):
+        return describe(pick(min(meant.values(), key=len)))
+    constants = [
+        (key, sub["const"])
+        for branch in error.validator_value
+        for key, sub in branch.get("properties", {}).items()
+        if "const" in sub
+    ]
+    if constants and isinstance(error.instance, dict):
+        key = constants[0][0]
+        values = list(dict.fromkeys(value for _, value in constants))
+        given = error.instance.get(key)
+        return f"{location(error, key)}: {given!r} is not one of {listing(values)}" + closest(given, values)
+    shapes = [branch_text(branch) for branch in error.validator_value]
+    plain = [branch["const"] for branch in error.validator_value if "const" in branch]
+    allowed = " or ".join(shapes)
+    return f"{location(error)}: {error.instance!r} is not {allowed}" + closest(error.instance, plain)
+
+
+def branch_text(branch: dict) -> str:
+    """What one alternative of a oneOf/anyOf accepts, in words."""
+    if "const" in branch:
+        return repr(branch["const"])
+    if "$ref" in branch:
+        return "a " + branch["$ref"].rsplit("/", 1)[-1]
+    kind = branch.get("type", "value")
+    if kind == "array" and "items" in branch:
+        return "a list of " + branch_text(branch["items"]).removeprefix("a ") + "s"
+    return f"a {kind}"
 
 
 def fill_defaults(instance: object, schema: dict) -> None:
@@ -85,6 +179,14 @@ def grid_value_text(value: object) -> str:
     return str(value)
 
 
+def with_yaml12_values(grid: object) -> object:
+    """A grid whose values read as YAML 1.2 (Snakemake reads 1e-4 in config.yaml, and every number given
+    with --config, as a string)."""
+    if isinstance(grid, dict) and isinstance(grid.get("vary"), dict):
+        return {**grid, "vary": {key: yaml12_scalars(values) for key, values in grid["vary"].items()}}
+    return grid
+
+
 def split_id(recipe: dict) -> str:
     """The {split} wildcard: what decides the train/eval split besides the data."""
     split = recipe["split"]
@@ -115,6 +217,8 @@ class Experiments:
         self, config: dict, schemas: Path = SCHEMAS, config_file: str = "config/config.yaml"
     ) -> None:
         self.schemas = Path(schemas)
+        if isinstance(config.get("grids"), list):
+            config = {**config, "grids": [with_yaml12_values(grid) for grid in config["grids"]]}
         validate(config, self.schemas / "config.schema.yaml", config_file)
         self.recipes_dir = Path(config["recipes_dir"])
         self.by_name: dict[str, Experiment] = {}
