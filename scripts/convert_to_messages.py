@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alpaca_lora.common import (
+    StepError,
     add_log_argument,
     canonical_json,
-    setup_logging,
     sha256_file,
     sha256_text,
+    step,
     write_json,
     write_jsonl,
 )
@@ -54,7 +55,7 @@ DUPLICATE_MODES = ("none", "exact", "near")
 JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
-class InputError(ValueError):
+class InputError(StepError):
     """Input that cannot be used at all, or too many bad records: the step stops."""
 
 
@@ -478,12 +479,8 @@ def summarise(args: argparse.Namespace, loaded: Loaded, fmt: str, chosen: str, r
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("convert_to_messages", args.log_file)
-    try:
+    with step("convert_to_messages", args.log_file):
         convert_file(args)
-    except InputError as error:
-        log.error("%s", error)
-        raise SystemExit(1) from None
 
 
 def convert_file(args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from alpaca_lora.common import add_log_argument, atomic_directory, setup_logging, sha256_file, write_json
+from alpaca_lora.common import StepError, add_log_argument, atomic_directory, sha256_file, step, write_json
 
 log = logging.getLogger("prepare_base_model")
 
@@ -97,7 +97,7 @@ def resolve_source(args: argparse.Namespace) -> tuple[str, dict, dict]:
         log.info("Hashing %s", gguf)
         digest = sha256_file(gguf)
         if args.sha256 and digest != args.sha256:
-            raise ValueError(f"{gguf}: sha256 is {digest}, expected {args.sha256}")
+            raise StepError(f"{gguf}: sha256 is {digest}, expected {args.sha256}")
         from transformers import GgufConfig
 
         kwargs = {"gguf_file": gguf.name, "quantization_config": GgufConfig(dequantize=True)}
@@ -133,36 +133,38 @@ def resolve_source(args: argparse.Namespace) -> tuple[str, dict, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("prepare_base_model", args.log_file)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with step("prepare_base_model", args.log_file):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    load_from, kwargs, provenance = resolve_source(args)
-    log.info("Loading %s model from %s", args.kind, load_from)
-    tokenizer = AutoTokenizer.from_pretrained(
-        load_from,
-        trust_remote_code=args.trust_remote_code,
-        **{k: v for k, v in kwargs.items() if k == "gguf_file"},
-    )
-    if not tokenizer.chat_template:
-        raise ValueError(f"{load_from}: the tokenizer has no chat template; this pipeline needs a chat model")
-    model = AutoModelForCausalLM.from_pretrained(
-        load_from, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code, **kwargs
-    )
-    parameters = sum(parameter.numel() for parameter in model.parameters())
-    log.info("Loaded %s with %.1fM parameters", type(model).__name__, parameters / 1e6)
-    with atomic_directory(args.out) as folder:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        provenance.update(
-            architecture=type(model).__name__,
-            parameters=parameters,
-            dtype=args.dtype,
+        load_from, kwargs, provenance = resolve_source(args)
+        log.info("Loading %s model from %s", args.kind, load_from)
+        tokenizer = AutoTokenizer.from_pretrained(
+            load_from,
             trust_remote_code=args.trust_remote_code,
-            saved_sha256=files_read(folder),
+            **{k: v for k, v in kwargs.items() if k == "gguf_file"},
         )
-        write_json(folder / "source.json", provenance)
-    log.info("Wrote model folder %s", args.out)
+        if not tokenizer.chat_template:
+            raise StepError(
+                f"{load_from}: the tokenizer has no chat template; this pipeline needs a chat model"
+            )
+        model = AutoModelForCausalLM.from_pretrained(
+            load_from, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code, **kwargs
+        )
+        parameters = sum(parameter.numel() for parameter in model.parameters())
+        log.info("Loaded %s with %.1fM parameters", type(model).__name__, parameters / 1e6)
+        with atomic_directory(args.out) as folder:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            provenance.update(
+                architecture=type(model).__name__,
+                parameters=parameters,
+                dtype=args.dtype,
+                trust_remote_code=args.trust_remote_code,
+                saved_sha256=files_read(folder),
+            )
+            write_json(folder / "source.json", provenance)
+        log.info("Wrote model folder %s", args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import logging
 import re
 import textwrap
 
-from alpaca_lora.common import add_log_argument, read_jsonl, setup_logging, write_json
+from alpaca_lora.common import StepError, add_log_argument, read_jsonl, step, write_json
 
 log = logging.getLogger("score_answers")
 
@@ -208,7 +208,7 @@ def code_scores(answers: list[dict], probes: list[dict], timeout_s: float, memor
         if not probe.get("tests"):
             continue
         if probe["prompt"] not in by_prompt:
-            raise ValueError(f"probe {probe['id']!r} has tests but no answer in the probe answers")
+            raise StepError(f"probe {probe['id']!r} has tests but no answer in the probe answers")
         extracted = extract_code(by_prompt[probe["prompt"]]["answer"], probe["entry_point"])
         if extracted["defines_entry_point"]:
             run = run_tests(extracted["code"], probe["tests"], timeout_s, memory_mb)
@@ -257,31 +257,34 @@ def code_scores(answers: list[dict], probes: list[dict], timeout_s: float, memor
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("score_answers", args.log_file)
-    import yaml
+    with step("score_answers", args.log_file):
+        import yaml
 
-    with open(args.probes, encoding="utf-8") as handle:
-        probes = yaml.safe_load(handle)["probes"]
-    eval_answers = list(read_jsonl(args.eval_answers))
-    reference = reference_scores(eval_answers)
-    log.info(
-        "reference-based on %d eval answers: chrF %s, BLEU %s, ROUGE-L %s",
-        reference["records"],
-        *(f"{reference[k]:.2f}" if reference[k] is not None else "n/a" for k in ("chrf", "bleu", "rougeL")),
-    )
-    code = code_scores(list(read_jsonl(args.probe_answers)), probes, args.timeout_s, args.memory_mb)
-    log.info("pass@1 %s over %d code probes", code["pass@1"], code["problems"])
-    write_json(
-        args.scores,
-        {
-            "eval_answers_file": args.eval_answers,
-            "probe_answers_file": args.probe_answers,
-            "probes_file": args.probes,
-            "reference": reference,
-            "code": code,
-        },
-    )
-    log.info("Wrote %s", args.scores)
+        with open(args.probes, encoding="utf-8") as handle:
+            probes = yaml.safe_load(handle)["probes"]
+        eval_answers = list(read_jsonl(args.eval_answers))
+        reference = reference_scores(eval_answers)
+        log.info(
+            "reference-based on %d eval answers: chrF %s, BLEU %s, ROUGE-L %s",
+            reference["records"],
+            *(
+                f"{reference[k]:.2f}" if reference[k] is not None else "n/a"
+                for k in ("chrf", "bleu", "rougeL")
+            ),
+        )
+        code = code_scores(list(read_jsonl(args.probe_answers)), probes, args.timeout_s, args.memory_mb)
+        log.info("pass@1 %s over %d code probes", code["pass@1"], code["problems"])
+        write_json(
+            args.scores,
+            {
+                "eval_answers_file": args.eval_answers,
+                "probe_answers_file": args.probe_answers,
+                "probes_file": args.probes,
+                "reference": reference,
+                "code": code,
+            },
+        )
+        log.info("Wrote %s", args.scores)
 
 
 if __name__ == "__main__":

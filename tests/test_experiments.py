@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -245,3 +246,47 @@ def test_flags_and_names():
         "q_proj+v_proj",
     ]
     assert split_id({"split": {"seed": 7, "eval_size": 0.1}}) == "seed7-eval0.1"
+
+
+def test_sources_that_cannot_work_are_named_before_any_job(recipes, tmp_path):
+    """check_sources (run when the DAG is built): the data file, eval_size against its records, the model."""
+    Path("data.json").write_text('[{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]')
+    Path("folder").mkdir()
+    cases = {
+        "dir": ({"data": {"path": "folder"}}, "data.path: folder is a directory, not a data file"),
+        "gone": ({"data": {"path": "gone.json"}}, "data.path: gone.json does not exist"),
+        "big": (
+            {"data": {"path": "data.json"}, "split": {"eval_size": 2}},
+            "split.eval_size: 2 records held out, but data.json has 2; give fewer, or a fraction below 1",
+        ),
+        "model": (
+            {"model": {"source": {"kind": "local", "path": "folder"}}},
+            "model.source.path: folder is not a model folder (no config.json there)",
+        ),
+        "package": (
+            {
+                "model": {
+                    "source": {
+                        "kind": "gguf",
+                        "package": "no_such_package_xyz",
+                        "file": "m.gguf",
+                        "sha256": "0" * 64,
+                    }
+                }
+            },
+            "model.source.package: no_such_package_xyz is not installed",
+        ),
+    }
+    for name, (changes, message) in cases.items():
+        sample = str(ROOT / "data/raw/alpaca_zh_en_sample.json")
+        write_recipe(recipes, name, DEFAULT, data={"name": name, "path": sample}, model={"name": name})
+        recipe = yaml.safe_load((recipes / f"{name}.yaml").read_text(encoding="utf-8"))
+        for section, values in changes.items():
+            recipe[section].update(values)
+        (recipes / f"{name}.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+        found = experiments(recipes, [name])
+        with pytest.raises(ConfigError) as raised:
+            found.check_sources()
+        assert str(raised.value).startswith(f"recipe {recipes / name}.yaml: {message}"), str(raised.value)
+    (Path("data.json")).write_text(json.dumps([{"instruction": "a", "output": "b"}] * 3))
+    experiments(recipes, ["big"]).check_sources()  # 2 of 3 held out: fine

@@ -383,7 +383,9 @@ def test_the_hub_token_never_reaches_a_file_or_the_console(second_run):
 
 def test_bad_data_stops_the_run_before_training(tmp_path, tiny_llama):
     bad = ROOT / "tests" / "bad_inputs" / "missing_output.json"
-    workdir = make_workdir(tmp_path, {"bad": tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, bad)})
+    recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, bad)
+    recipe["split"]["eval_size"] = 0.5  # the file has 3 records: a count of 8 would stop the run earlier
+    workdir = make_workdir(tmp_path, {"bad": recipe})
     result = snakemake(workdir, check=False)
     assert result.returncode != 0
     expected = f"{bad}: record 1: field 'output': missing"
@@ -391,6 +393,30 @@ def test_bad_data_stops_the_run_before_training(tmp_path, tiny_llama):
     assert expected in (workdir / "results/logs/data/small/convert_to_messages.log").read_text()
     assert not (workdir / "results" / "bad" / "train" / "adapter").exists()
     assert not list(workdir.rglob("train_lora.log")), "training must not have started"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": {"path": "data"}}, "data.path: data is a directory, not a data file"),
+        ({"split": {"eval_size": 40}}, "split.eval_size: 40 records held out, but "),
+        (
+            {"model": {"source": {"kind": "local", "path": "no/such/model"}}},
+            "model.source.path: no/such/model is",
+        ),
+    ],
+)
+def test_a_value_that_cannot_work_stops_before_any_job(tmp_path, tiny_llama, small_alpaca, change, message):
+    """Values that pass the schema but cannot work stop the run when the DAG is built: one line, no job."""
+    recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, small_alpaca)
+    for section, values in change.items():
+        recipe[section].update(values)
+    workdir = make_workdir(tmp_path, {"bad": recipe})
+    (workdir / "data").mkdir()
+    result = snakemake(workdir, check=False)
+    said = [line for line in (result.stdout + result.stderr).splitlines() if "workflow specific" not in line]
+    assert result.returncode == 1 and len(said) == 1 and message in said[0], said
+    assert not (workdir / "results").exists(), "no job ran"
 
 
 def test_a_step_killed_mid_write_leaves_nothing_trusted(tmp_path, tiny_llama):

@@ -62,7 +62,7 @@ class StepError(ValueError):
 
 
 # Failures whose message says all (the file and what is wrong with it): one line in the log, exit status 1.
-EXPECTED_ERRORS = (StepError, OSError)
+EXPECTED_ERRORS = (StepError, OSError, yaml.YAMLError)
 
 
 @contextmanager
@@ -77,11 +77,11 @@ def step(name: str, log_file: str | None = None) -> Iterator[logging.Logger]:
     try:
         yield logger
     except EXPECTED_ERRORS as error:
-        logger.error("%s", error)
+        logger.error("%s", " ".join(str(error).split()))  # one line, even for YAML's multi-line messages
         raise SystemExit(1) from None
     except SystemExit as stop:
         if isinstance(stop.code, str):
-            logger.error("%s", stop.code)
+            logger.error("%s", " ".join(stop.code.split()))
             raise SystemExit(1) from None
         raise
     except Exception:
@@ -124,7 +124,7 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
             try:
                 yield orjson.loads(line)
             except orjson.JSONDecodeError as error:
-                raise ValueError(f"{path}: line {line_number}: invalid JSON: {error}") from error
+                raise StepError(f"{path}: line {line_number}: invalid JSON: {error}") from error
 
 
 def _current_umask() -> int:

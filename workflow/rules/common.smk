@@ -34,6 +34,7 @@ try:
         schemas=Path(workflow.basedir) / "workflow/schemas",
         config_file=CONFIG_SOURCES,
     )
+    EXPERIMENTS.check_sources()
 except ConfigError as error:
     # One line, the file and the key: no traceback, no heading (a WorkflowError would print both).
     sys.exit(str(error))
