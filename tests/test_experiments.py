@@ -45,13 +45,15 @@ def experiments(folder: Path, names: list[str], grids: list | None = None) -> Ex
 def test_one_recipe(recipes):
     found = experiments(recipes, ["a"])
     assert found.names() == ["a"]
+    dataset = found["a"].wildcards["dataset"]
+    assert re.fullmatch(r"alpaca-zh-en-sample/[0-9a-f]{8}", dataset)
     assert found["a"].wildcards == {
         "experiment": "a",
-        "dataset": "alpaca-zh-en-sample",
+        "dataset": dataset,
         "split": "seed42-eval32",
         "model": "smollm2-135m-instruct",
     }
-    assert list(found.models) == ["smollm2-135m-instruct"] and list(found.datasets) == ["alpaca-zh-en-sample"]
+    assert list(found.models) == ["smollm2-135m-instruct"] and list(found.datasets) == [dataset]
     assert found.base_evaluation_owner("a") == "a"
     assert found.training_settings("a") == {"lora": DEFAULT["lora"], "training": DEFAULT["training"]}
 
@@ -180,16 +182,42 @@ def test_grid_mistakes_are_named(recipes):
         experiments(recipes, [], [grid, grid])
 
 
-def test_one_name_one_definition_for_shared_artifacts(recipes):
-    write_recipe(recipes, "b", DEFAULT, data={"path": "other.json"})
+def test_shared_data_is_keyed_by_what_decides_it(recipes):
+    """Same data.name, other cleaning: another folder, so that neither overwrites what the other's results
+    came from; the same settings (spelled out or left at their defaults) share one."""
+    write_recipe(recipes, "b", DEFAULT, data={"trim_whitespace": False})
+    write_recipe(recipes, "c", DEFAULT)
+    found = experiments(recipes, ["a", "b", "c"])
+    a, b, c = (found[name].wildcards["dataset"] for name in "abc")
+    assert a == c and a != b and a.split("/")[0] == b.split("/")[0] == "alpaca-zh-en-sample"
+    assert sorted(found.datasets) == sorted({a, b}) and found.datasets[b]["trim_whitespace"] is False
+    assert found.split_settings(b, "seed42-eval32") == DEFAULT["split"]
+    # Leaving a setting at its default out of the recipe does not change the key.
+    recipe = copy.deepcopy(DEFAULT)
+    recipe["data"].update(trim_whitespace=False, drop_duplicates="none")
+    write_recipe(recipes, "d", recipe)
+    spelled_out = experiments(recipes, ["d"])["d"].wildcards["dataset"]
+    del recipe["data"]["trim_whitespace"], recipe["data"]["drop_duplicates"]
+    write_recipe(recipes, "e", recipe)
+    assert experiments(recipes, ["e"])["e"].wildcards["dataset"] == spelled_out
+
+
+def test_one_model_name_one_definition(recipes):
+    """A base model folder is refused rather than overwritten: in one run, and against a folder on disk."""
+    sample = {"path": str(ROOT / "data/raw/alpaca_zh_en_sample.json")}
+    write_recipe(recipes, "a", DEFAULT, data=sample)
+    write_recipe(recipes, "b", DEFAULT, data=sample, model={"dtype": "bfloat16"})
     with pytest.raises(
-        ConfigError, match="data 'alpaca-zh-en-sample' is defined differently in experiments a and b"
+        ConfigError, match="model 'smollm2-135m-instruct' is defined differently in experiments a"
     ):
         experiments(recipes, ["a", "b"])
-    write_recipe(recipes, "c", DEFAULT, data={"path": "other.json", "name": "other"})
-    found = experiments(recipes, ["a", "c"])
-    assert sorted(found.datasets) == ["alpaca-zh-en-sample", "other"]
-    assert found.split_settings("other", "seed42-eval32") == DEFAULT["split"]
+    folder = Path(layout.MODEL.format(model="smollm2-135m-instruct"))
+    folder.mkdir(parents=True)
+    made = {**DEFAULT["model"]["source"], "file": "/elsewhere/SmolLM2-135M-Instruct.Q4_1.gguf"}
+    (folder / "source.json").write_text(json.dumps({**made, "dtype": "float32", "trust_remote_code": False}))
+    experiments(recipes, ["a"]).check_sources()  # the same source (an older folder records a full path)
+    with pytest.raises(ConfigError, match="was made with dtype 'float32', the recipe asks for 'bfloat16'"):
+        experiments(recipes, ["b"]).check_sources()
 
 
 def test_duplicate_probes_are_refused(recipes):
@@ -208,10 +236,8 @@ def test_jobs_name_every_output_of_an_experiment_once(recipes):
     assert len(products) == len(set(products))
     assert "results/a--lora.r=4/eval/base/metrics.json" in products  # the shared base evaluation
     assert "results/a--lora.r=8/eval/tuned/scores.json" in products
-    assert (
-        "results/data/alpaca-zh-en-sample/seed42-eval32/smollm2-135m-instruct/eval.templated.jsonl"
-        in products
-    )
+    dataset = found[second].wildcards["dataset"]
+    assert f"results/data/{dataset}/seed42-eval32/smollm2-135m-instruct/eval.templated.jsonl" in products
     assert not any("{" in path for path in products)
     rules = {rule for rule, _ in found.jobs(second)}
     assert rules == set(layout.OUTPUTS) - {"summary", "manifest"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -53,7 +54,8 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
     summary = (finished_run / "results" / "summary" / "summary.csv").read_text().splitlines()
     assert len(summary) == 2 and summary[1].startswith("tiny,")
     assert (run / "report" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = json.loads((finished_run / "results/data/small/convert_summary.json").read_text())
+    [converted] = (finished_run / "results/data/small").glob("*/convert_summary.json")
+    summary = json.loads(converted.read_text())
     assert summary["read"] == summary["kept"] + summary["rejected"] == 40
     for step in ["convert_to_messages", "prepare_base_model", "train_lora", "evaluate.base", "make_report"]:
         logs = list((finished_run / "results" / "logs").rglob(f"{step}.log"))
@@ -62,6 +64,23 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
 
 def test_second_run_has_nothing_to_do(finished_run):
     assert jobs_planned(finished_run) == {}
+
+
+def test_another_experiment_run_alone_overwrites_nothing_and_keeps_every_row(finished_run, tmp_path):
+    """After the finished run, a second recipe with the same data.name but other cleaning, run alone with
+    --config: the first experiment's data is untouched, and the summary keeps the first experiment's row."""
+    workdir = tmp_path / "work"
+    shutil.copytree(finished_run, workdir)  # modification times kept: Snakemake sees a finished run
+    recipe = yaml.safe_load((workdir / "config/recipes/tiny.yaml").read_text())
+    recipe["data"]["trim_whitespace"] = not recipe["data"]["trim_whitespace"]
+    recipe["training"]["max_steps"] = 2
+    (workdir / "config/recipes/other.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True))
+    before = {p: p.read_bytes() for p in (workdir / "results/data").rglob("*") if p.is_file()}
+    snakemake(workdir, "--config", "experiments=[other]")
+    assert all(path.read_bytes() == content for path, content in before.items())
+    assert len(list((workdir / "results/data/small").glob("*/messages.jsonl"))) == 2
+    with open(workdir / "results/summary/summary.csv", newline="") as handle:
+        assert [row["experiment"] for row in csv.DictReader(handle)] == ["other", "tiny"]
 
 
 def test_changing_an_evaluation_setting_reruns_evaluation_not_training(finished_run, tmp_path):
@@ -430,8 +449,12 @@ def test_a_step_killed_mid_write_leaves_nothing_trusted(tmp_path, tiny_llama):
     workdir = make_workdir(
         tmp_path, {"big": tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, data)}
     )
-    folder = workdir / "results" / "data" / "small"
-    target = "results/data/small/messages.jsonl"
+    from alpaca_lora.experiments import Experiments
+
+    config = {"experiments": ["big"], "recipes_dir": str(workdir / "config/recipes")}
+    dataset = Experiments(config, schemas=workdir / "workflow/schemas")["big"].wildcards["dataset"]
+    folder = workdir / "results" / "data" / dataset
+    target = f"results/data/{dataset}/messages.jsonl"
     process = subprocess.Popen(
         [SNAKEMAKE, "--cores", "1", target],
         cwd=workdir,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alpaca_lora import layout
-from alpaca_lora.common import load_yaml, yaml12_scalars
+from alpaca_lora.common import canonical_json, load_yaml, sha256_text, yaml12_scalars
 
 # The schemas ship with the workflow: the Snakefile passes their folder; this default is a checkout's.
 SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
@@ -201,12 +201,13 @@ class Experiment:
     recipe: dict  # validated, schema defaults filled in; a grid cell's overrides applied
     recipe_file: Path
     overrides: dict = field(default_factory=dict)  # the settings a grid cell changes, dotted
+    dataset: str = ""  # <data.name>/<key of its settings>: see Experiments.dataset_id
 
     @property
     def wildcards(self) -> dict[str, str]:
         return {
             "experiment": self.name,
-            "dataset": self.recipe["data"]["name"],
+            "dataset": self.dataset,
             "split": split_id(self.recipe),
             "model": self.recipe["model"]["name"],
         }
@@ -223,6 +224,7 @@ class Experiments:
             config = {**config, "grids": [with_yaml12_values(grid) for grid in config["grids"]]}
         validate(config, self.schemas / "config.schema.yaml", config_file)
         self.recipes_dir = Path(config["recipes_dir"])
+        self._data_defaults: dict | None = None
         self.by_name: dict[str, Experiment] = {}
         for name in config["experiments"]:
             self._add(Experiment(name, self.load_recipe(name), self.recipe_path(name)))
@@ -230,7 +232,7 @@ class Experiments:
             for cell in self.grid_cells(grid):
                 self._add(cell)
         self.models = self._shared_by_name("model")
-        self.datasets = self._shared_by_name("data")
+        self.datasets = {e.dataset: e.recipe["data"] for e in self}
         self._probes: dict[str, list[dict]] = {}
         for experiment in self:
             self.probes(experiment.recipe["evaluation"]["probes"])
@@ -286,7 +288,24 @@ class Experiments:
             )
         return node
 
+    def dataset_id(self, data: dict) -> str:
+        """What a dataset's folder is named by: data.name and a key of the settings that decide its content
+        (results/data/<name>/<key>/). Recipes that share a name but convert differently get their own
+        folders, so that no run overwrites the data another experiment's results were computed from. Settings
+        at their schema default do not count, so that a new cleaning option leaves existing keys alone."""
+        if self._data_defaults is None:
+            schema = load_yaml((self.schemas / "recipe.schema.yaml").read_text(encoding="utf-8"))
+            properties = schema["properties"]["data"]["properties"]
+            self._data_defaults = {k: v["default"] for k, v in properties.items() if "default" in v}
+        deciding = {
+            key: value
+            for key, value in data.items()
+            if key != "name" and not (key in self._data_defaults and self._data_defaults[key] == value)
+        }
+        return f"{data['name']}/{sha256_text(canonical_json(deciding))[:8]}"
+
     def _add(self, experiment: Experiment) -> None:
+        experiment.dataset = self.dataset_id(experiment.recipe["data"])
         if experiment.name in self.by_name:
             raise ConfigError(
                 f"experiment {experiment.name} is declared twice (in experiments or in two grids)"
@@ -294,7 +313,7 @@ class Experiments:
         self.by_name[experiment.name] = experiment
 
     def _shared_by_name(self, section: str) -> dict[str, dict]:
-        """A shared artifact's name (a model or a dataset) -> its settings: one name, one definition."""
+        """A shared artifact's name (the base model) -> its settings: one name, one definition."""
         seen: dict[str, Experiment] = {}
         for experiment in self:
             settings = experiment.recipe[section]
@@ -317,6 +336,7 @@ class Experiments:
             recipe, where = experiment.recipe, f"recipe {experiment.recipe_file}"
             check_data(recipe["data"]["path"], recipe["split"]["eval_size"], where)
             check_model_source(recipe["model"]["source"], where)
+            check_model_folder(recipe["model"], where)
 
     # ---- probes ----------------------------------------------------------------------------------------
 
@@ -493,6 +513,26 @@ def check_model_source(source: dict, where: str) -> None:
             )
         if not (Path(spec.origin).parent / source["file"]).is_file():
             raise ConfigError(f"{where}: model.source.file: {source['package']} has no file {source['file']}")
+
+
+def check_model_folder(model: dict, where: str) -> None:
+    """A base model folder already made from another source is refused, not overwritten: experiments that
+    are not in this run may have been trained on it."""
+    made = Path(layout.MODEL.format(model=model["name"])) / "source.json"
+    if not made.is_file():
+        return
+    recorded = json.loads(made.read_text(encoding="utf-8"))
+    wanted = {**model["source"], "dtype": model["dtype"], "trust_remote_code": model["trust_remote_code"]}
+    for key, value in wanted.items():
+        have = recorded.get(key)
+        if key == "sha256" or (key == "file" and have and Path(have).name == value):
+            continue  # the file's hash is checked when the model is made; older folders record a full path
+        if have != value:
+            raise ConfigError(
+                f"{where}: model.source: {made.parent} was made with {key} {have!r}, the recipe asks for "
+                f"{value!r}; give the model another model.name, or delete {made.parent} to make it again "
+                "(experiments trained on it are then out of date)"
+            )
 
 
 def alternatives(names: object) -> str:

@@ -3,7 +3,8 @@
 The rules (workflow/rules/*.smk) take their outputs, logs and benchmarks from here; the manifest, the DVC
 tooling, the docs' map and the tests find the same files through the same patterns. Wildcards:
 
-  {dataset}     data.name of a recipe            {model}  model.name of a recipe
+  {dataset}     <data.name>/<key of the data settings>: Experiments.dataset_id
+                                                 {model}  model.name of a recipe
   {split}       seed<split.seed>-eval<eval_size>  {part}   train | eval
   {experiment}  a recipe or grid-cell name        {which}  base | tuned
 
