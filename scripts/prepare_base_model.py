@@ -4,7 +4,9 @@
 Sources:
   gguf   a GGUF file, given by path or as a file shipped inside an installed Python package
          (found with importlib.util.find_spec, without importing the package); dequantized on load
-  hub    a Hugging Face Hub id at a pinned revision (needs network or a warm HF cache)
+  hub    a Hugging Face Hub id at a pinned revision (needs network or a warm HF cache); only the files that
+         loading needs are fetched (HUB_FILES), into the Hugging Face cache: $HF_HOME (default ~/.cache/
+         huggingface), which on a cluster with a small home quota belongs on a larger disk
   local  a folder that already holds a transformers model
 
 The output folder also gets `source.json`: where the model came from and the sha256 of every file read.
@@ -24,6 +26,15 @@ from pathlib import Path
 from alpaca_lora.common import StepError, add_log_argument, atomic_directory, sha256_file, step, write_json
 
 log = logging.getLogger("prepare_base_model")
+
+# What loading a Hub model needs: config and generation config, safetensors weights (and their index), the
+# tokenizer (tokenizer.json, sentencepiece .model, vocab and merges), the chat template. Not the rest of the
+# repository (other weight formats, ONNX or GGUF copies, images): a cluster's home quota runs out first.
+HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+# The model's own code, fetched only when the recipe lets it run (trust_remote_code).
+HUB_CODE = ["*.py"]
+# Files in subfolders (onnx/, gguf/, original/ ...) are other formats of the same model.
+HUB_SKIPPED = ["*/*"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,7 +127,12 @@ def resolve_source(args: argparse.Namespace) -> tuple[str, dict, dict]:
             raise SystemExit("--kind hub needs --repo-id and --revision (pin a commit)")
         from huggingface_hub import snapshot_download
 
-        folder = Path(snapshot_download(args.repo_id, revision=args.revision))
+        patterns = HUB_FILES + (HUB_CODE if args.trust_remote_code else [])
+        folder = Path(
+            snapshot_download(
+                args.repo_id, revision=args.revision, allow_patterns=patterns, ignore_patterns=HUB_SKIPPED
+            )
+        )
         provenance = {
             "kind": "hub",
             "repo_id": args.repo_id,

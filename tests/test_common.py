@@ -283,3 +283,30 @@ def test_every_step_script_runs_inside_step():
     for script in sorted(SCRIPTS.glob("*.py")):
         text = script.read_text(encoding="utf-8")
         assert "with step(" in text and "setup_logging(" not in text, script.name
+
+
+def test_every_script_and_module_explains_itself():
+    """`--help` of each step script and of each alpaca_lora module prints what it does, not nothing."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, SCRIPTS
+
+    commands = [[str(script)] for script in sorted(SCRIPTS.glob("*.py"))]
+    modules = sorted((ROOT / "src" / "alpaca_lora").glob("[a-z]*.py"))
+    commands += [["-m", f"alpaca_lora.{module.stem}"] for module in modules]
+    for command in commands:
+        result = subprocess.run(
+            [sys.executable, *command, "--help"], capture_output=True, text=True, cwd=ROOT
+        )
+        assert result.returncode == 0 and result.stdout.startswith("usage:"), command
+        assert len(result.stdout) > 300, (command, result.stdout)
+
+
+def test_a_report_written_without_a_path_is_ignored_by_git():
+    """`snakemake --report` alone writes report.html in the working directory: git must not offer it."""
+    import subprocess
+
+    from conftest import ROOT
+
+    assert subprocess.run(["git", "check-ignore", "-q", "report.html"], cwd=ROOT).returncode == 0

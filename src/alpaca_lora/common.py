@@ -9,6 +9,7 @@ says nothing.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -254,3 +255,12 @@ def loss_pair(record: dict, eos_token: str | None) -> tuple[str, str]:
     if eos_token and completion.rstrip().endswith(eos_token):
         completion = completion.rstrip()
     return prompt, completion
+
+
+def module_help(doc: str | None) -> argparse.ArgumentParser:
+    """`python -m alpaca_lora.<module> --help`: a library module says what it holds and who uses it."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+if __name__ == "__main__":
+    module_help(__doc__ + "\nA library for scripts/*.py and the workflow: nothing to run.").parse_args()

@@ -351,3 +351,9 @@ def to_latex(table: Table) -> str:
     lines += [" & ".join(latex_escape(text) for text in row) + " \\\\" for row in table.cells()]
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    from alpaca_lora.common import module_help
+
+    module_help(__doc__ + "\nA library: nothing to run.").parse_args()

@@ -538,3 +538,26 @@ def check_model_folder(model: dict, where: str) -> None:
 def alternatives(names: object) -> str:
     """A wildcard constraint matching exactly these names."""
     return "|".join(sorted({re.escape(str(name)) for name in names}))
+
+
+def main() -> None:
+    """Check a config (and the recipes, grids, probes it names) without Snakemake; list the experiments."""
+    import sys
+
+    from alpaca_lora.common import module_help
+
+    parser = module_help(__doc__ + "\nRun: validate a config as the workflow does, and list its experiments.")
+    parser.add_argument("config", nargs="?", default="config/config.yaml", help="default: %(default)s")
+    args = parser.parse_args()
+    try:
+        found = Experiments(load_yaml(Path(args.config).read_text(encoding="utf-8")), config_file=args.config)
+        found.check_sources()
+    except (ConfigError, OSError) as error:
+        sys.exit(str(error))
+    for experiment in found:
+        w = experiment.wildcards
+        print(f"{experiment.name}: data {w['dataset']}, split {w['split']}, model {w['model']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -125,3 +125,18 @@ def finished_reports(root: str = ".") -> dict[str, dict[str, str]]:
         if all((Path(root) / file).exists() for file in report.values()):
             found[name] = report
     return found
+
+
+def main() -> None:
+    """Print every output pattern, log and benchmark file, by rule."""
+    from alpaca_lora.common import module_help
+
+    module_help(__doc__ + "\nRun without arguments: every path pattern, by rule.").parse_args()
+    for rule, outputs in OUTPUTS.items():
+        print(f"{rule}:")
+        for name, pattern in {**outputs, "log": log(rule), "benchmark": benchmark(rule)}.items():
+            print(f"  {name:14} {pattern}")
+
+
+if __name__ == "__main__":
+    main()
