@@ -255,3 +255,20 @@ def test_the_committed_dvc_yaml_is_what_the_workflow_generates(monkeypatch):
     assert (ROOT / "dvc.yaml").read_text(encoding="utf-8") == expected, (
         "dvc.yaml is stale: regenerate it with `python tools/dvc_pipeline.py dvc-yaml`"
     )
+
+
+def test_a_fresh_clone_before_restore_looks_as_the_docs_say(origin):
+    """docs/versioning.md tells a newcomer what a clone shows before `make restore`: every output 'not in
+    cache'; after the restore, a clean `dvc status`."""
+    workdir = origin.parent / "fresh"
+    command(origin.parent, "git", "clone", "--quiet", str(origin), str(workdir))
+    status = command(workdir, "dvc", "status").stdout
+    assert "not in cache" in status and "results/tiny/train/adapter" in status
+    assert "tuned.eval_loss" in command(workdir, "dvc", "metrics", "show").stdout, "read from the remote"
+    said = command(workdir, "dvc", "metrics", "diff", "HEAD~1").stdout  # HEAD~1 recorded nothing
+    assert "DVC failed to load some metrics" in said
+    docs = (ROOT / "docs" / "versioning.md").read_text(encoding="utf-8")
+    assert "`not in cache`" in docs and "Run `make restore` first" in docs
+    assert '"DVC failed to load some metrics"' in docs
+    command(workdir, "tool", "restore")
+    assert json.loads(command(workdir, "dvc", "status", "--json").stdout) == {}
