@@ -197,7 +197,7 @@ def test_the_recipe_as_written_runs_on_a_tiny_phi3(tmp_path, tiny_phi3, small_al
     assert set(adapter["target_modules"]) == linear - {"lm_head"} and len(linear) >= 8
     # bf16 and packing took effect: the frozen weights trained in bf16, and records shared sequences.
     summary = json.loads((workdir / "results/phi/train/summary.json").read_text())
-    split = json.loads(next((workdir / "results/data/small").glob("*/split_summary.json")).read_text())
+    split = json.loads(next((workdir / "results/data/small").glob("*/*/split_summary.json")).read_text())
     assert summary["base_dtype"] == "torch.bfloat16"
     assert summary["train_sequences"] < split["train"]
     assert (workdir / "results/phi/report/report.md").exists()
@@ -409,7 +409,8 @@ def test_bad_data_stops_the_run_before_training(tmp_path, tiny_llama):
     assert result.returncode != 0
     expected = f"{bad}: record 1: field 'output': missing"
     assert expected in result.stdout + result.stderr
-    assert expected in (workdir / "results/logs/data/small/convert_to_messages.log").read_text()
+    [log] = (workdir / "results/logs/data/small").glob("*/convert_to_messages.log")
+    assert expected in log.read_text()
     assert not (workdir / "results" / "bad" / "train" / "adapter").exists()
     assert not list(workdir.rglob("train_lora.log")), "training must not have started"
 

@@ -184,13 +184,18 @@ def md_fence(text: str, language: str = "") -> list[str]:
     return [f"{fence}{language}", *text.split("\n"), fence]
 
 
+def md_destination(href: str) -> str:
+    """A link destination: as it is, or in <...> when it holds spaces or parentheses."""
+    return f"<{href}>" if re.search(r"[\s()<>]", href) else href
+
+
 def md_inline(spans: Inline) -> str:
     parts = []
     for span in spans:
         if isinstance(span, Code):
             parts.append(md_code(span.text))
         elif isinstance(span, Link):
-            parts.append(f"[{md_escape(span.text, block=False)}](<{span.href}>)")
+            parts.append(f"[{md_escape(span.text, block=False)}]({md_destination(span.href)})")
         elif isinstance(span, Strong):
             parts.append(f"**{md_escape(span.text, block=False)}**")
         else:
@@ -230,7 +235,7 @@ def to_markdown(blocks: Iterable[Block]) -> str:
         elif isinstance(block, Table):
             lines += [*md_table(block.header(), block.cells()), ""]
         elif isinstance(block, Image):
-            lines += [f"![{md_escape(block.alt)}](<{block.link}>)", ""]
+            lines += [f"![{md_escape(block.alt)}]({md_destination(block.link)})", ""]
         elif isinstance(block, Answers):
             lines += _md_answers(block)
         elif isinstance(block, CodeBlock):
