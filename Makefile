@@ -43,12 +43,19 @@ lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint
 
+# The report's browser tests (marked `browser`) render the HTML report in Debian's headless chromium, which
+# tests/browser/install.sh installs when missing (root and apt, as in CI). SKIP_BROWSER=1 leaves them out.
 # The SLURM tests (tests/test_slurm.py) run on a real one-node cluster that tests/slurm/harness.sh installs,
 # starts, and stops and uninstalls again afterwards; that needs root, as in CI. SKIP_SLURM=1 leaves them out.
 # The sandbox's namespace tests need bubblewrap, which tests/sandbox/install-bubblewrap.sh installs as root.
 test: lint
 	tests/sandbox/install-bubblewrap.sh
-	$(BIN)/pytest -m "not slurm"
+ifeq ($(SKIP_BROWSER),1)
+	BROWSER_TESTS=skip $(BIN)/pytest -m "not slurm"
+else
+	tests/browser/install.sh
+	BROWSER_TESTS=required $(BIN)/pytest -m "not slurm"
+endif
 ifeq ($(SKIP_SLURM),1)
 	@echo "SKIP_SLURM=1: the SLURM tests did not run"
 else

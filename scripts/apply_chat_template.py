@@ -24,11 +24,12 @@ from multiprocessing import get_context
 import orjson
 
 from alpaca_lora.common import (
+    StepError,
     add_log_argument,
     atomic_path,
     json_line,
     refuse_shared_paths,
-    setup_logging,
+    step,
     trusts_remote_code,
 )
 
@@ -60,11 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def render(tokenizer, record: dict) -> dict:
     messages = record.get("messages") or []
     if not messages or messages[-1]["role"] != "assistant":
-        raise ValueError(f"record {record.get('id')}: the last message must be the assistant's")
+        raise StepError(f"record {record.get('id')}: the last message must be the assistant's")
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     if not text.startswith(prompt):
-        raise ValueError(
+        raise StepError(
             f"record {record.get('id')}: the chat template renders the prompt differently on its own "
             "than inside the whole conversation; cannot separate the answer for answer-only loss"
         )
@@ -90,27 +91,27 @@ def render_lines(lines: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("apply_chat_template", args.log_file)
-    with open(args.input, encoding="utf-8") as handle:
-        lines = handle.readlines()
-    chunks = [lines[start : start + CHUNK_RECORDS] for start in range(0, len(lines), CHUNK_RECORDS)]
-    workers = max(1, min(args.workers, len(chunks)))
-    load_tokenizer(args.model)
-    with atomic_path(args.output) as temporary, open(temporary, "w", encoding="utf-8") as out:
-        if workers == 1:
-            out.writelines(map(render_lines, chunks))
-        else:
-            # Forked workers share the loaded tokenizer; imap keeps the input order (deterministic output).
-            with get_context("fork").Pool(workers) as pool:
-                for done, chunk in enumerate(pool.imap(render_lines, chunks), start=1):
-                    out.write(chunk)
-                    log.info("templated %d/%d chunks", done, len(chunks))
-    log.info(
-        "Templated %d records into %s with %d worker(s)",
-        sum(1 for line in lines if line.strip()),
-        args.output,
-        workers,
-    )
+    with step("apply_chat_template", args.log_file):
+        with open(args.input, encoding="utf-8") as handle:
+            lines = handle.readlines()
+        chunks = [lines[start : start + CHUNK_RECORDS] for start in range(0, len(lines), CHUNK_RECORDS)]
+        workers = max(1, min(args.workers, len(chunks)))
+        load_tokenizer(args.model)
+        with atomic_path(args.output) as temporary, open(temporary, "w", encoding="utf-8") as out:
+            if workers == 1:
+                out.writelines(map(render_lines, chunks))
+            else:
+                # Forked workers share the loaded tokenizer; imap keeps the input order (repeatable output).
+                with get_context("fork").Pool(workers) as pool:
+                    for done, chunk in enumerate(pool.imap(render_lines, chunks), start=1):
+                        out.write(chunk)
+                        log.info("templated %d/%d chunks", done, len(chunks))
+        log.info(
+            "Templated %d records into %s with %d worker(s)",
+            sum(1 for line in lines if line.strip()),
+            args.output,
+            workers,
+        )
 
 
 if __name__ == "__main__":

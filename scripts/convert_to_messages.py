@@ -41,8 +41,8 @@ from alpaca_lora.common import (
     canonical_bytes,
     canonical_json,
     refuse_shared_paths,
-    setup_logging,
     sha256_text,
+    step,
 )
 from alpaca_lora.data_sources import (
     INT_RANGE,
@@ -977,12 +977,8 @@ def convert_all(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("convert_to_messages", args.log_file)
-    try:
+    with step("convert_to_messages", args.log_file):
         convert_all(args)
-    except InputError as error:
-        log.error("%s", error)
-        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ import math
 import time
 
 from alpaca_lora.common import (
+    StepError,
     add_log_argument,
     loss_pair,
     read_jsonl,
-    setup_logging,
     sha256_file,
+    step,
     trusts_remote_code,
     write_json,
     write_jsonl,
@@ -138,7 +139,7 @@ def answer_loss(tokenizer, model, records: list[dict], batch_size: int, max_leng
         total_tokens += int((shifted != -100).sum())
         log.info("scored %d/%d eval records", min(start + batch_size, len(examples)), len(examples))
     if total_tokens == 0:
-        raise ValueError("no answer tokens to score in the eval split")
+        raise StepError("no answer tokens to score in the eval split")
     loss = total_loss / total_tokens
     return {
         "eval_loss": loss,
@@ -241,54 +242,54 @@ def eval_answers(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("evaluate", args.log_file)
-    import torch
+    with step("evaluate", args.log_file):
+        import torch
 
-    torch.manual_seed(args.seed)
-    which = "tuned (base + adapter)" if args.adapter else "base"
-    log.info("Evaluating the %s model", which)
-    tokenizer, model = load_model(args.model, args.adapter)
-    records = list(read_jsonl(args.eval))
-    started = time.monotonic()
-    metrics = answer_loss(tokenizer, model, records, args.batch_size, args.max_length)
-    log.info(
-        "eval loss %.4f, perplexity %.2f over %d answer tokens",
-        metrics["eval_loss"],
-        metrics["perplexity"],
-        metrics["answer_tokens"],
-    )
-    loss_seconds = time.monotonic() - started
-    started = time.monotonic()
-    stops = stop_token_ids(tokenizer, model)
-    generations = probe_answers(tokenizer, model, args.prompt, args, stops)
-    write_jsonl(args.generations, generations)
-    answers = []
-    if args.eval_answers:
-        answers = eval_answers(tokenizer, model, records, args, stops)
-        write_jsonl(args.eval_answers, answers)
-    metrics.update(
-        model=args.model,
-        adapter=args.adapter,
-        which="tuned" if args.adapter else "base",
-        eval_file=args.eval,
-        eval_sha256=sha256_file(args.eval),
-        split="eval",
-        decoding={
-            "strategy": "greedy",
-            "max_new_tokens": args.max_new_tokens,
-            "reference_max_new_tokens": args.reference_max_new_tokens or args.max_new_tokens,
-            "stop_tokens": tokenizer.convert_ids_to_tokens(stops),
-            "batch_size": args.generation_batch_size,
-        },
-        probes=len(generations),
-        probes_hit_max_new_tokens=sum(g["hit_max_new_tokens"] for g in generations),
-        eval_answers=len(answers),
-        eval_answers_hit_max_new_tokens=sum(a["hit_max_new_tokens"] for a in answers),
-        seconds=round(loss_seconds, 2),
-        generation_seconds=round(time.monotonic() - started, 2),
-    )
-    write_json(args.metrics, metrics)
-    log.info("Wrote %s and %s", args.metrics, args.generations)
+        torch.manual_seed(args.seed)
+        which = "tuned (base + adapter)" if args.adapter else "base"
+        log.info("Evaluating the %s model", which)
+        tokenizer, model = load_model(args.model, args.adapter)
+        records = list(read_jsonl(args.eval))
+        started = time.monotonic()
+        metrics = answer_loss(tokenizer, model, records, args.batch_size, args.max_length)
+        log.info(
+            "eval loss %.4f, perplexity %.2f over %d answer tokens",
+            metrics["eval_loss"],
+            metrics["perplexity"],
+            metrics["answer_tokens"],
+        )
+        loss_seconds = time.monotonic() - started
+        started = time.monotonic()
+        stops = stop_token_ids(tokenizer, model)
+        generations = probe_answers(tokenizer, model, args.prompt, args, stops)
+        write_jsonl(args.generations, generations)
+        answers = []
+        if args.eval_answers:
+            answers = eval_answers(tokenizer, model, records, args, stops)
+            write_jsonl(args.eval_answers, answers)
+        metrics.update(
+            model=args.model,
+            adapter=args.adapter,
+            which="tuned" if args.adapter else "base",
+            eval_file=args.eval,
+            eval_sha256=sha256_file(args.eval),
+            split="eval",
+            decoding={
+                "strategy": "greedy",
+                "max_new_tokens": args.max_new_tokens,
+                "reference_max_new_tokens": args.reference_max_new_tokens or args.max_new_tokens,
+                "stop_tokens": tokenizer.convert_ids_to_tokens(stops),
+                "batch_size": args.generation_batch_size,
+            },
+            probes=len(generations),
+            probes_hit_max_new_tokens=sum(g["hit_max_new_tokens"] for g in generations),
+            eval_answers=len(answers),
+            eval_answers_hit_max_new_tokens=sum(a["hit_max_new_tokens"] for a in answers),
+            seconds=round(loss_seconds, 2),
+            generation_seconds=round(time.monotonic() - started, 2),
+        )
+        write_json(args.metrics, metrics)
+        log.info("Wrote %s and %s", args.metrics, args.generations)
 
 
 if __name__ == "__main__":

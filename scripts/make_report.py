@@ -1,11 +1,17 @@
 #!/usr/bin/env python
-"""Write one experiment's report: base vs tuned on every metric (each saying what it was computed on), data
-counts, the model, training curves, probe answers with their test results and eval answers beside their
-references, all side by side, and the settings used (the recipe file, plus a grid cell's changes).
+"""Write one experiment's report: the headline eval loss, base vs tuned on every metric (each saying what it
+was computed on), code probes with why a test failed, data counts, the model, training curves (the base
+model at step 0), probe answers with their test results and eval answers beside their references, all side
+by side, and the settings used (the recipe file, plus a grid cell's changes).
 
-Files: report.md (Markdown), report.html (the same, self-contained with the curves embedded: the page that
-`snakemake --report` shows), loss_curve.png, metrics.csv, generations.csv, eval_answers.csv, and
-experiment.json (settings and counts, read by make_summary.py).
+Files: report.md (Markdown) and report.html (the same content, self-contained with the curves embedded: the
+page that `snakemake --report` shows), both built from one document (alpaca_lora.document) in which every
+answer is text, never markup; loss_curve.png, metrics.csv, generations.csv, eval_answers.csv; metrics.json
+(the headline numbers, for `dvc metrics show`); and experiment.json (settings, counts and training figures,
+read by make_summary.py).
+
+The report holds only what the run computed, so the same run on two machines gives the same bytes: paths are
+relative to the project (or name an installed package), and timings live in the manifest and the summary.
 
 Example:
   python scripts/make_report.py --experiment smollm2-135m-alpaca-sample --recipe config/recipes/x.yaml ...
@@ -14,22 +20,57 @@ Example:
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
-import html
 import json
 import logging
 import os
 from pathlib import Path
 
-from alpaca_lora.common import add_log_argument, atomic_path, read_json, read_jsonl, setup_logging, write_json
+from alpaca_lora.common import (
+    add_log_argument,
+    atomic_path,
+    load_yaml,
+    read_json,
+    read_jsonl,
+    step,
+    write_json,
+)
+from alpaca_lora.document import (
+    Answer,
+    Answers,
+    Block,
+    Bullets,
+    Code,
+    CodeBlock,
+    Column,
+    Heading,
+    Image,
+    Link,
+    Paragraph,
+    Strong,
+    Table,
+    number,
+    to_html,
+    to_markdown,
+)
+from alpaca_lora.sandbox import described
 
 log = logging.getLogger("make_report")
 
 # The two models every report compares: the base model, and the base model plus the trained adapter.
 SIDES = ("base", "tuned")
-# Columns of the CSV tables (a table without rows still has its header).
-METRIC_COLUMNS = ["key", "metric", "base", "tuned", "difference", "computed_on"]
+# The base-vs-tuned table: one row per metric (`key` names it in metrics.csv and the summary). A new column
+# (a confidence interval, say) is one more Column here and one more key in `metric_rows`.
+METRIC_TABLE = [
+    Column("metric", "metric"),
+    Column("base", "base", number(4), numeric=True),
+    Column("tuned", "tuned", number(4), numeric=True),
+    Column("difference", "difference", number(4), numeric=True),
+    Column("computed_on", "computed on"),
+]
+METRIC_COLUMNS = ["key", *(column.key for column in METRIC_TABLE)]
+# The numbers `dvc metrics show` lists, per model (metrics.json); the rest are in metrics.csv.
+DVC_METRICS = ["eval_loss", "chrf", "bleu", "rougeL", "pass@1"]
 PROBE_COLUMNS = [
     "prompt",
     *SIDES,
@@ -60,10 +101,11 @@ OUTPUTS = {
     "markdown": "report.md to write",
     "html": "report.html to write (self-contained)",
     "metrics_csv": "base vs tuned metrics table to write",
+    "metrics_json": "the headline numbers per model, for `dvc metrics show`, to write",
     "curve": "training curves PNG to write",
     "generations_csv": "probe answers side by side to write",
     "eval_answers_csv": "eval answers and references side by side to write",
-    "experiment_json": "settings and counts of the experiment to write",
+    "experiment_json": "settings, counts and training figures of the experiment to write",
 }
 
 
@@ -89,7 +131,9 @@ def read_history(path: str) -> list[dict]:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
 
 
-def plot_curves(history: list[dict], path: str) -> None:
+def plot_curves(history: list[dict], headline: dict[str, float], path: str) -> None:
+    """Train and eval loss against the step, the headline eval loss of both models as markers (the base model
+    at step 0, the tuned one at the last step), and the learning rate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,29 +143,40 @@ def plot_curves(history: list[dict], path: str) -> None:
         rows = [row for row in history if key in row]
         return [row["step"] for row in rows], [row[key] for row in rows]
 
+    last_step = max((row["step"] for row in history), default=0)
     figure, (loss_axis, lr_axis) = plt.subplots(
         2, 1, figsize=(7, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     loss_axis.plot(*series("loss"), label="train loss", color="tab:blue")
-    loss_axis.plot(*series("eval_loss"), "o--", label="eval loss", color="tab:orange")
+    loss_axis.plot(
+        *series("eval_loss"), "o--", label="eval loss (trainer, mean of batch means)", color="tab:orange"
+    )
+    loss_axis.plot(
+        [0, last_step],
+        [headline["base"], headline["tuned"]],
+        "s",
+        markersize=8,
+        color="tab:red",
+        label="eval loss, every answer token (headline): base at step 0, tuned at the end",
+    )
     loss_axis.set_ylabel("loss (answer tokens)")
     loss_axis.grid(alpha=0.3)
-    loss_axis.legend()
+    loss_axis.legend(fontsize="small")
     lr_axis.plot(*series("learning_rate"), color="tab:green")
     lr_axis.set_ylabel("learning rate")
     lr_axis.set_xlabel("optimizer step")
     lr_axis.grid(alpha=0.3)
     figure.tight_layout()
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=120)
+        # No metadata: the same curves give the same bytes whatever matplotlib version drew them.
+        figure.savefig(temporary, format="png", dpi=120, metadata={"Software": None})
     plt.close(figure)
 
 
-def decoding_text(metrics: dict, limit: str = "max_new_tokens", code: bool = False) -> str:
+def decoding_text(metrics: dict, limit: str = "max_new_tokens") -> str:
     """How answers were decoded; `limit` names the max_new_tokens that applied (probes or eval records)."""
     decoding = metrics["decoding"]
-    quote = "`" if code else ""
-    stops = " / ".join(f"{quote}{token}{quote}" for token in decoding["stop_tokens"])
+    stops = " / ".join(decoding["stop_tokens"])
     return f"{decoding['strategy']}, max_new_tokens {decoding[limit]}, stop at {stops}"
 
 
@@ -193,37 +248,19 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
         writer.writerows(rows)
 
 
-def cell(value) -> str:
-    """A Markdown table cell: numbers to 4 decimals, None as n/a, pipes escaped (<|im_end|>)."""
-    if value is None:
-        return "n/a"
-    text = f"{value:.4f}" if isinstance(value, float) else str(value)
-    return text.replace("|", "\\|")
-
-
-def markdown_table(rows: list[dict], columns: list[str]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row[k]) for k in columns) + " |" for row in rows]
-    return lines
-
-
 def test_result(result: dict | None) -> str:
+    """pass/fail, the tests passed, and why it failed: no code, another function, or the first failed test."""
     if result is None:
         return ""
     verdict = "pass" if result["passed"] else "fail"
-    return f"{verdict} ({result['tests_passed']}/{result['tests']} tests; {result['status']})"
-
-
-def with_note(answer: str, note: str) -> str:
-    return f"{answer}\n\n[{note}]" if note else answer
-
-
-def html_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
-    for cells in rows:
-        lines.append("<tr>" + "".join(f"<td><pre>{html.escape(c)}</pre></td>" for c in cells) + "</tr>")
-    lines.append("</table>")
-    return lines
+    text = f"{verdict} ({result['tests_passed']}/{result['tests']} tests)"
+    if result["passed"]:
+        return text
+    tests = result.get("test_results", [])
+    failed = next((t for t in tests if not t["passed"] and t.get("kind") not in (None, "not run")), None)
+    if result["status"] in ("failed", "error") and failed:
+        return f"{text}: {failed['test']} → {described(failed['kind'], failed['message'])}"
+    return f"{text}: {result['detail'] or result['status']}"
 
 
 def probe_rows(generations: dict[str, list[dict]], tests: dict[str, dict[str, dict]]) -> list[dict]:
@@ -264,21 +301,6 @@ def eval_answer_rows(answers: dict[str, list[dict]], scores: dict[str, dict]) ->
     return rows
 
 
-def cleaning(converted: dict) -> list[str]:
-    """The data step's format and cleaning, with what each changed (older summaries have neither)."""
-    settings = converted.get("normalisations")
-    if not settings:
-        return []
-    trim = "on" if settings["trim_whitespace"] else "off"
-    return [
-        f"- Format {converted['format']} ({converted['format_chosen']}). Cleaning: trim_whitespace {trim} "
-        f"({converted['trimmed']} records trimmed), {len(settings['placeholder_inputs'])} placeholder "
-        f"inputs ({converted['placeholder_inputs_emptied']} emptied), drop_duplicates "
-        f"{settings['drop_duplicates']} ({converted['rejected_duplicate']} dropped); rejected records are "
-        "listed in `rejects.jsonl` with their reasons.",
-    ]
-
-
 def flatten(settings: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in settings.items():
@@ -305,10 +327,177 @@ def experiment_record(args: argparse.Namespace, recipe: dict, overrides: dict) -
             "eval_records": split["eval"],
             "optimizer_steps": trained["global_step"],
         },
+        "training": {
+            "train_loss": trained["train_loss"],
+            "train_runtime_s": trained["train_runtime_s"],
+            "train_tokens": trained["train_tokens"],
+        },
     }
 
 
-def build_markdown(
+def dvc_metrics(rows: list[dict], trained: dict) -> dict:
+    """A few numbers per model for `dvc metrics show` and `dvc metrics diff` (all of them: metrics.csv)."""
+    by_key = {row["key"]: row for row in rows}
+    return {
+        **{side: {key: by_key[key][side] for key in DVC_METRICS} for side in SIDES},
+        "train_loss": trained["train_loss"],
+    }
+
+
+# ---- the document: one function per section --------------------------------------------------------------
+
+
+def relative_link(path: str, document: str) -> str:
+    return os.path.relpath(path, Path(document).parent)
+
+
+def title_section(args: argparse.Namespace, recipe: dict, source: dict) -> list[Block]:
+    blocks: list[Block] = [
+        Heading(1, f"Experiment {args.experiment}"),
+        Paragraph([recipe["description"].strip()]),
+    ]
+    if args.manifest:
+        manifest = Link("manifest.json", relative_link(args.manifest, args.markdown))
+        what = " (sha256 of inputs and outputs, versions, the time and memory of every step)."
+        blocks.append(Paragraph(["Provenance: ", manifest, what]))
+    if source["trust_remote_code"]:
+        blocks.append(Paragraph([Strong("trust_remote_code is on"), ": the base model's own code ran."]))
+    return blocks
+
+
+def comparison_section(rows: list[dict], probes: list[dict], metrics: dict[str, dict]) -> list[Block]:
+    """The headline, then base vs tuned on every metric, then the code probes with why each failed."""
+    base, tuned = metrics["base"], metrics["tuned"]
+    loss = next(row for row in rows if row["key"] == "eval_loss")
+    headline = (
+        f": eval loss on the held-out answers (mean over all {base['answer_tokens']} answer tokens of the "
+        f"eval split's {base['records']} records) went from {loss['base']:.4f} for the base model to "
+        f"{loss['tuned']:.4f} after tuning ({loss['difference']:+.4f})."
+    )
+    decoding = (
+        f"Decoding: {decoding_text(base)} (probes); max_new_tokens "
+        f"{base['decoding']['reference_max_new_tokens']} for eval records; prompts rendered with the chat "
+        "template's generation prompt."
+    )
+    adapter = Code(str(tuned["adapter"]))
+    tests = [Column("prompt", "prompt"), Column("base_tests", "base"), Column("tuned_tests", "tuned")]
+    return [
+        Paragraph([Strong("Headline"), headline]),
+        Heading(2, "Base vs tuned"),
+        Bullets(
+            [
+                ["base: ", Code(base["model"]), "; tuned: the same plus the LoRA adapter ", adapter, "."],
+                ["Eval split ", Code(base["eval_file"]), f" (sha256 {base['eval_sha256'][:16]}…), held out."],
+                [decoding],
+            ]
+        ),
+        Table(METRIC_TABLE, rows),
+        Heading(3, "Code probes"),
+        Paragraph(["Each answer's code is extracted and run against the probe's tests; a failure says why."]),
+        Table(tests, [row for row in probes if row["base_tests"]]),
+    ]
+
+
+def data_section(converted: dict, split: dict) -> list[Block]:
+    counts = (
+        f" (sha256 {converted['input_sha256'][:16]}…): {converted['read']} records read, "
+        f"{converted['kept']} kept, {converted['rejected']} rejected; {converted['kept_with_input']} kept "
+        "records have an "
+    )
+    items = [["Raw file ", Code(converted["input"]), counts, Code("input"), "."]]
+    settings = converted.get("normalisations")  # older summaries have none
+    if settings:
+        trim = "on" if settings["trim_whitespace"] else "off"
+        cleaning = (
+            f"Format {converted['format']} ({converted['format_chosen']}). Cleaning: trim_whitespace {trim} "
+            f"({converted['trimmed']} records trimmed), {len(settings['placeholder_inputs'])} placeholder "
+            f"inputs ({converted['placeholder_inputs_emptied']} emptied), drop_duplicates "
+            f"{settings['drop_duplicates']} ({converted['rejected_duplicate']} dropped); rejected records "
+            "are listed in "
+        )
+        items.append([cleaning, Code("rejects.jsonl"), " with their reasons."])
+    split_text = (
+        f"Split (seed {split['seed']}, eval size {split['eval_size']:g}): {split['train']} train, "
+        f"{split['eval']} eval."
+    )
+    return [Heading(2, "Data"), Bullets([*items, [split_text]])]
+
+
+def model_section(source: dict) -> list[Block]:
+    """Where the base model came from, as the recipe states it (no path of this machine)."""
+    origin: list = [f"Source: {source['kind']}"]
+    for key in ("repo_id", "revision", "resolved_commit", "package", "package_version", "file", "path"):
+        if source.get(key):
+            origin += [f", {key} ", Code(str(source[key]))]
+    trust = "on" if source["trust_remote_code"] else "off"
+    shape = (
+        f"{source['architecture']}, {source['parameters'] / 1e6:.1f}M parameters, saved as "
+        f"{source['dtype']}; trust_remote_code {trust}."
+    )
+    hashes = [["sha256 of ", Code(name), ": ", Code(digest)] for name, digest in source["sha256"].items()]
+    return [Heading(2, "Model"), Bullets([origin, [shape], *hashes[:5]])]
+
+
+def training_section(args: argparse.Namespace, trained: dict) -> list[Block]:
+    resumed = f"; resumed from {trained['resumed_from']}" if trained["resumed_from"] else ""
+    steps = (
+        f"{trained['global_step']} optimizer steps over {trained['train_tokens']:.0f} tokens; "
+        f"{trained['trainable_parameters']:,} trainable of {trained['total_parameters']:,} "
+        f"parameters{resumed}."
+    )
+    losses = (
+        f"Final train loss {trained['train_loss']:.4f} (mean over all steps). The curve's eval points "
+        "are the trainer's (a mean of per-batch means); the squares are the headline eval loss, every "
+        "answer token weighted equally: the base model at step 0, the tuned one at the end."
+    )
+    timing = "Run time and memory of every step: the manifest; the training time is also in the summary."
+    return [
+        Heading(2, "Training"),
+        Bullets([[steps], [losses], [timing]]),
+        Image(args.curve, relative_link(args.curve, args.markdown), "training curves"),
+    ]
+
+
+def answers_section(probes: list[dict], answers: list[dict]) -> list[Block]:
+    probe_answers = [
+        [Answer(r["prompt"]), Answer(r["base"], r["base_tests"]), Answer(r["tuned"], r["tuned_tests"])]
+        for r in probes
+    ]
+    eval_answers = [
+        [
+            Answer(a["prompt"]),
+            Answer(a["reference"]),
+            Answer(a["base"], f"chrF {a['base_chrf']:.1f}"),
+            Answer(a["tuned"], f"chrF {a['tuned_chrf']:.1f}"),
+        ]
+        for a in answers
+    ]
+    return [
+        Heading(2, "Probe answers"),
+        Answers(
+            ["prompt", "base", "tuned"], probe_answers, [f"Probe {i}" for i in range(1, len(probes) + 1)]
+        ),
+        Heading(2, f"Eval answers (first {len(answers)} eval records)"),
+        Answers(
+            ["prompt", "reference", "base", "tuned"],
+            eval_answers,
+            [f"Eval record {a['id']}" for a in answers],
+        ),
+    ]
+
+
+def settings_section(args: argparse.Namespace, overrides: dict) -> list[Block]:
+    spans: list = [Code(args.recipe)]
+    for index, (key, value) in enumerate(overrides.items()):
+        spans += [", grid cell changing " if index == 0 else ", ", Code(key), " = ", Code(json.dumps(value))]
+    return [
+        Heading(2, "Settings"),
+        Paragraph([*spans, ":"]),
+        CodeBlock(Path(args.recipe).read_text(encoding="utf-8").rstrip(), "yaml"),
+    ]
+
+
+def document(
     args: argparse.Namespace,
     recipe: dict,
     overrides: dict,
@@ -316,168 +505,51 @@ def build_markdown(
     probes: list[dict],
     answers: list[dict],
     metrics: dict[str, dict],
-) -> str:
+) -> list[Block]:
     source = read_json(args.model_source)
-    converted = read_json(args.convert_summary)
-    split = read_json(args.split_summary)
-    trained = read_json(args.train_summary)
-    base = metrics["base"]
-    tokens_per_s = trained["train_tokens"] / trained["train_runtime_s"] if trained["train_runtime_s"] else 0
-    curve = os.path.relpath(args.curve, Path(args.markdown).parent)
-    changed = ", ".join(f"`{key}` = `{value}`" for key, value in overrides.items())
-    notices = []
-    if args.manifest:
-        manifest = os.path.relpath(args.manifest, Path(args.markdown).parent)
-        notices += [
-            f"Provenance: [manifest.json]({manifest}) (sha256 of inputs and outputs, versions, timings).",
-            "",
-        ]
-    if source["trust_remote_code"]:
-        notices += [
-            "> **trust_remote_code is on**: the base model's own code ran in every step that loaded it.",
-            "",
-        ]
-    lines = [
-        f"# Experiment `{args.experiment}`",
-        "",
-        recipe["description"].strip(),
-        "",
-        *notices,
-        "## Base vs tuned",
-        "",
-        f"- base: `{base['model']}`; tuned: the same plus the LoRA adapter `{metrics['tuned']['adapter']}`.",
-        f"- Eval split `{base['eval_file']}` (sha256 `{base['eval_sha256'][:16]}…`), held out from training.",
-        f"- Decoding: {decoding_text(base, code=True)} (probes); max_new_tokens "
-        f"{base['decoding']['reference_max_new_tokens']} for eval records; prompts rendered with the chat "
-        "template's generation prompt.",
-        "",
-        *markdown_table(rows, ["metric", "base", "tuned", "difference", "computed_on"]),
-        "",
-        "### Code probes",
-        "",
-        *markdown_table([r for r in probes if r["base_tests"]], ["prompt", "base_tests", "tuned_tests"]),
-        "",
-        "## Data",
-        "",
-        f"- Raw file `{converted['input']}` (sha256 `{converted['input_sha256'][:16]}…`): "
-        f"{converted['read']} records read, {converted['kept']} kept, {converted['rejected']} rejected; "
-        f"{converted['kept_with_input']} kept records have an `input`.",
-        *cleaning(converted),
-        f"- Split (seed {split['seed']}, eval size {split['eval_size']:g}): "
-        f"{split['train']} train, {split['eval']} eval.",
-        "",
-        "## Model",
-        "",
-        f"- Source: {source['kind']} — "
-        + ", ".join(
-            f"{k} `{v}`"
-            for k, v in source.items()
-            if k in ("package", "file", "repo_id", "revision", "resolved_commit", "path") and v
-        ),
-        f"- {source['architecture']}, {source['parameters'] / 1e6:.1f}M parameters, "
-        f"saved as {source['dtype']}; "
-        f"trust_remote_code {'**on**' if source['trust_remote_code'] else 'off'}.",
-        *[f"- sha256 of `{name}`: `{digest}`" for name, digest in source["sha256"].items()][:5],
-        "",
-        "## Training",
-        "",
-        f"- {trained['global_step']} optimizer steps, {trained['train_tokens']:.0f} tokens in "
-        f"{trained['train_runtime_s']:.0f} s ({tokens_per_s:.0f} tokens/s); "
-        f"{trained['trainable_parameters']:,} trainable of {trained['total_parameters']:,} parameters.",
-        f"- Final train loss {trained['train_loss']:.4f}; final eval loss as the trainer reports it "
-        f"{trained['final_eval_loss']:.4f} (a mean of per-batch means, where the table above weights every "
-        "answer token equally)"
-        + (f"; resumed from `{trained['resumed_from']}`." if trained["resumed_from"] else "."),
-        "",
-        f"![training curves]({curve})",
-        "",
-        "## Probe answers",
-        "",
-        *html_table(
-            ["prompt", "base", "tuned"],
-            [
-                [r["prompt"], with_note(r["base"], r["base_tests"]), with_note(r["tuned"], r["tuned_tests"])]
-                for r in probes
-            ],
-        ),
-        "",
-        f"## Eval answers (first {len(answers)} eval records)",
-        "",
-        *html_table(
-            ["prompt", "reference", "base", "tuned"],
-            [
-                [
-                    a["prompt"],
-                    a["reference"],
-                    with_note(a["base"], f"chrF {a['base_chrf']:.1f}"),
-                    with_note(a["tuned"], f"chrF {a['tuned_chrf']:.1f}"),
-                ]
-                for a in answers
-            ],
-        ),
-        "",
-        "## Settings",
-        "",
-        f"`{args.recipe}`" + (f", grid cell changing {changed}" if overrides else "") + ":",
-        "",
-        "```yaml",
-        Path(args.recipe).read_text(encoding="utf-8").rstrip(),
-        "```",
-        "",
+    return [
+        *title_section(args, recipe, source),
+        *comparison_section(rows, probes, metrics),
+        *data_section(read_json(args.convert_summary), read_json(args.split_summary)),
+        *model_section(source),
+        *training_section(args, read_json(args.train_summary)),
+        *answers_section(probes, answers),
+        *settings_section(args, overrides),
     ]
-    return "\n".join(lines)
 
 
-def markdown_to_html(markdown: str, title: str, curve: str, curve_link: str) -> str:
-    """The Markdown report as one self-contained page (the curves embedded as a data URI)."""
-    from markdown_it import MarkdownIt
-
-    body = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
-    png = base64.b64encode(Path(curve).read_bytes()).decode("ascii")
-    body = body.replace(f'src="{html.escape(curve_link)}"', f'src="data:image/png;base64,{png}"')
-    style = (
-        "body{font-family:sans-serif;max-width:75em;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}pre{white-space:pre-wrap;margin:0}"
-    )
-    return (
-        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body>\n{body}</body></html>\n"
-    )
+def write_text(path: str, text: str) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("make_report", args.log_file)
-    import yaml
+    with step("make_report", args.log_file):
+        if args.settings:
+            settings = json.loads(args.settings)
+            recipe, overrides = settings["recipe"], settings["overrides"]
+        else:
+            recipe, overrides = load_yaml(Path(args.recipe).read_text(encoding="utf-8")), {}
+        metrics = {m: read_json(getattr(args, f"{m}_metrics")) for m in SIDES}
+        scores = {m: read_json(getattr(args, f"{m}_scores")) for m in SIDES}
+        generations = {m: list(read_jsonl(getattr(args, f"{m}_generations"))) for m in SIDES}
+        answers = {m: list(read_jsonl(getattr(args, f"{m}_eval_answers"))) for m in SIDES}
+        tests = {m: {p["prompt"]: p for p in scores[m]["code"]["per_probe"]} for m in SIDES}
 
-    if args.settings:
-        settings = json.loads(args.settings)
-        recipe, overrides = settings["recipe"], settings["overrides"]
-    else:
-        recipe, overrides = yaml.safe_load(Path(args.recipe).read_text(encoding="utf-8")), {}
-    metrics = {m: read_json(getattr(args, f"{m}_metrics")) for m in SIDES}
-    scores = {m: read_json(getattr(args, f"{m}_scores")) for m in SIDES}
-    generations = {m: list(read_jsonl(getattr(args, f"{m}_generations"))) for m in SIDES}
-    answers = {m: list(read_jsonl(getattr(args, f"{m}_eval_answers"))) for m in SIDES}
-    tests = {m: {p["prompt"]: p for p in scores[m]["code"]["per_probe"]} for m in SIDES}
-
-    rows = metric_rows(metrics, scores, scores["base"]["probes_file"])
-    probes = probe_rows(generations, tests)
-    answer_rows = eval_answer_rows(answers, scores)
-    plot_curves(read_history(args.history), args.curve)
-    write_csv(args.metrics_csv, rows, METRIC_COLUMNS)
-    write_csv(args.generations_csv, probes, PROBE_COLUMNS)
-    write_csv(args.eval_answers_csv, answer_rows, EVAL_ANSWER_COLUMNS)
-    write_json(args.experiment_json, experiment_record(args, recipe, overrides))
-    markdown = build_markdown(args, recipe, overrides, rows, probes, answer_rows, metrics)
-    with atomic_path(args.markdown) as temporary:
-        temporary.write_text(markdown, encoding="utf-8")
-    curve_link = os.path.relpath(args.curve, Path(args.markdown).parent)
-    with atomic_path(args.html) as temporary:
-        temporary.write_text(
-            markdown_to_html(markdown, args.experiment, args.curve, curve_link), encoding="utf-8"
-        )
-    log.info("Wrote %s and %s", args.markdown, args.html)
+        rows = metric_rows(metrics, scores, scores["base"]["probes_file"])
+        probes = probe_rows(generations, tests)
+        answer_rows = eval_answer_rows(answers, scores)
+        plot_curves(read_history(args.history), {m: metrics[m]["eval_loss"] for m in SIDES}, args.curve)
+        write_csv(args.metrics_csv, rows, METRIC_COLUMNS)
+        write_csv(args.generations_csv, probes, PROBE_COLUMNS)
+        write_csv(args.eval_answers_csv, answer_rows, EVAL_ANSWER_COLUMNS)
+        write_json(args.metrics_json, dvc_metrics(rows, read_json(args.train_summary)))
+        write_json(args.experiment_json, experiment_record(args, recipe, overrides))
+        blocks = document(args, recipe, overrides, rows, probes, answer_rows, metrics)
+        write_text(args.markdown, to_markdown(blocks))
+        write_text(args.html, to_html(blocks, f"Experiment {args.experiment}"))
+        log.info("Wrote %s and %s", args.markdown, args.html)
 
 
 if __name__ == "__main__":

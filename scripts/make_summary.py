@@ -1,11 +1,17 @@
 #!/usr/bin/env python
 """Summarize experiments in one table: a row per experiment with its key settings (and every setting a grid
-varies), data counts, and the base and tuned value of each metric of its report's metrics.csv.
+varies), data counts, training loss and time, and the base and tuned value of each metric of its report's
+metrics.csv.
 
-Writes the table as CSV (every column, full precision), Markdown, a LaTeX `tabular` (booktabs rules) and
-HTML. In the last three, rounded, a column of settings, counts or base-model metrics with the same value in
-every row (of two or more) moves to a note under the table ("same in every row"); the tuned model's metrics
-always stay. A note says what each metric was computed on.
+The rows are this run's experiments (--experiment-json / --metrics-csv, in the config's order) and, with
+--keep-finished, every other experiment whose report is under results/ (a run that selects a few experiments
+with --config keeps the rows of the others).
+
+Writes the table as CSV (every column, full precision), Markdown and HTML (rounded; a column of settings,
+counts or base-model metrics with the same value in every row moves to a note under the table, the tuned
+model's metrics always stay), and a LaTeX `tabular` (booktabs) sized for a paper: the experiment, the settings
+that differ between rows and the headline metrics of the tuned model; the rest as comments above it. A note
+says what each metric was computed on.
 
 Example:
   python scripts/make_summary.py --experiment-json results/a/report/experiment.json \\
@@ -21,7 +27,10 @@ import csv
 import html
 import logging
 
-from alpaca_lora.common import add_log_argument, atomic_path, read_json, setup_logging
+from alpaca_lora import layout
+from alpaca_lora.common import add_log_argument, atomic_path, read_json, step
+from alpaca_lora.document import Column, Table, md_escape, md_table, number, plain, to_latex
+from alpaca_lora.document import html_table as table_html
 
 log = logging.getLogger("make_summary")
 
@@ -29,24 +38,33 @@ KEY_SETTINGS = [
     "model.name",
     "data.name",
     "lora.r",
-    "lora.alpha",
+    "lora.lora_alpha",
     "training.learning_rate",
     "training.num_train_epochs",
     "training.max_steps",
+    "training.per_device_train_batch_size",
+    "training.gradient_accumulation_steps",
+    "training.max_length",
     "training.seed",
 ]
 COUNTS = ["train_records", "eval_records", "optimizer_steps"]
+# From the training summary (experiment.json "training"), with how they are shown.
+TRAINING = {"train_loss": number(4), "train_runtime_s": number(0)}
 # How each metric (a `key` of metrics.csv) is rounded in the Markdown, LaTeX and HTML tables.
 METRIC_FORMATS = {
-    "eval_loss": "{:.4f}",
-    "perplexity": "{:.2f}",
-    "chrf": "{:.2f}",
-    "bleu": "{:.2f}",
-    "rougeL": "{:.2f}",
-    "pass@1": "{:.3f}",
-    "eval_hit_max": "{:.0f}",
-    "probe_hit_max": "{:.0f}",
+    "eval_loss": number(4),
+    "perplexity": number(2),
+    "chrf": number(2),
+    "bleu": number(2),
+    "rougeL": number(2),
+    "pass@1": number(3),
+    "eval_hit_max": number(0),
+    "probe_hit_max": number(0),
 }
+# The LaTeX table's metrics (the tuned model's; base values that differ between rows too).
+LATEX_METRICS = ["eval_loss", "chrf", "bleu", "rougeL", "pass@1"]
+# metrics.csv columns that are not values of a model.
+DESCRIPTIVE = {"key", "metric", "difference", "computed_on"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experiment-json", nargs="+", required=True, help="experiment.json per experiment")
     parser.add_argument(
         "--metrics-csv", nargs="+", required=True, help="metrics.csv per experiment, same order"
+    )
+    parser.add_argument(
+        "--keep-finished",
+        action="store_true",
+        help="add a row for every other experiment whose report is under results/",
     )
     parser.add_argument("--csv", required=True, help="summary CSV to write")
     parser.add_argument("--markdown", required=True, help="summary Markdown to write")
@@ -70,63 +93,74 @@ def read_metrics(path: str) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def value(text: str) -> int | float | None:
+def value(text: str) -> int | float | str | None:
     """A metrics.csv cell: counts stay integers, an empty cell (no value) is None."""
     if text == "":
         return None
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
 
 
-def summary_rows(
-    experiments: list[dict], tables: list[list[dict]]
-) -> tuple[list[dict], dict[str, list[str]]]:
-    """The rows, and per metric the distinct descriptions of what it was computed on."""
+def summary_table(experiments: list[dict], tables: list[list[dict]]) -> tuple[Table, dict[str, list[str]]]:
+    """Every column (settings, counts, training, each metric's value per model), and per metric the distinct
+    descriptions of what it was computed on."""
     varied = [k for e in experiments for k in e["overrides"] if k not in KEY_SETTINGS]
     settings = KEY_SETTINGS + list(dict.fromkeys(varied))
+    columns = [Column("experiment", "experiment")]
+    columns += [Column(key, key) for key in settings]
+    columns += [Column(key, key, numeric=True) for key in COUNTS]
+    columns += [Column(key, key, shown, numeric=True) for key, shown in TRAINING.items()]
     rows, computed_on = [], {}
     for experiment, table in zip(experiments, tables, strict=True):
         row = {"experiment": experiment["experiment"]}
         row.update({key: experiment["settings"].get(key) for key in settings})
         row.update({key: experiment["counts"][key] for key in COUNTS})
+        row.update({key: experiment.get("training", {}).get(key) for key in TRAINING})
         for metric in table:
-            for model in ("base", "tuned"):
-                row[f"{metric['key']}_{model}"] = value(metric[model])
+            for side in (name for name in metric if name not in DESCRIPTIVE):
+                row[f"{metric['key']}_{side}"] = value(metric[side])
+                if not any(column.key == f"{metric['key']}_{side}" for column in columns):
+                    shown = METRIC_FORMATS.get(metric["key"], plain)
+                    columns.append(Column(f"{metric['key']}_{side}", f"{metric['key']}_{side}", shown, True))
             described = computed_on.setdefault(metric["key"], [])
             if metric["computed_on"] not in described:
                 described.append(metric["computed_on"])
         rows.append(row)
-    return rows, computed_on
+    return Table(columns, rows), computed_on
 
 
-def shown(column: str, cell) -> str:
-    if cell is None:
-        return "n/a"
-    metric = column.rsplit("_", 1)[0]
-    if metric in METRIC_FORMATS:
-        return METRIC_FORMATS[metric].format(cell)
-    return f"{cell:g}" if isinstance(cell, float) else str(cell)
+def split_constant(table: Table, keep: set[str]) -> tuple[Table, list[str]]:
+    """The table without the columns (except `keep`) that show one value in every row, and a note of them."""
+    shown = dict(zip((c.key for c in table.columns), zip(*table.cells(), strict=True), strict=True))
+    constant = [c for c in table.columns[1:] if c.key not in keep and len(set(shown[c.key])) == 1]
+    kept = Table([c for c in table.columns if c not in constant], table.rows)
+    if not constant:
+        return kept, []
+    title = "Same in every row" if len(table.rows) > 1 else "Settings, counts and base-model values"
+    return kept, [f"{title}: " + ", ".join(f"{c.title} = {shown[c.key][0]}" for c in constant)]
 
 
-def presentation(rows: list[dict], computed_on: dict[str, list[str]]) -> tuple[list[dict], list[str]]:
-    """Rounded rows without the columns that hold one value throughout, and the notes that replace them."""
-    columns = list(rows[0])
-    # The tuned model's metrics are the results: they stay columns even when equal.
-    constant = [
-        c
-        for c in columns[1:]
-        if len(rows) > 1 and not c.endswith("_tuned") and len({shown(c, r[c]) for r in rows}) == 1
+def computed_notes(computed_on: dict[str, list[str]]) -> list[str]:
+    return [f"{key}: computed on {' | '.join(texts)}" for key, texts in computed_on.items()]
+
+
+def latex_table(table: Table, computed_on: dict[str, list[str]]) -> str:
+    """The experiment, the settings that differ, the tuned model's headline metrics; the rest as comments."""
+    metrics = {f"{key}_tuned" for key in LATEX_METRICS}
+    headline = [c for c in table.columns if c.key in metrics or c.key.removesuffix("_base") in LATEX_METRICS]
+    settings = [c for c in table.columns if c not in headline and "." in c.key]
+    narrow = Table([table.columns[0], *settings, *headline], table.rows)
+    narrow, notes = split_constant(narrow, keep=metrics)
+    comments = [
+        "% Needs \\usepackage{booktabs}. The full table: summary.csv.",
+        *notes,
+        *computed_notes(computed_on),
     ]
-    table = [{c: shown(c, r[c]) for c in columns if c not in constant} for r in rows]
-    notes = (
-        ["Same in every row: " + ", ".join(f"{c} = {shown(c, rows[0][c])}" for c in constant)]
-        if constant
-        else []
-    )
-    notes += [f"{key}: computed on {' | '.join(texts)}" for key, texts in computed_on.items()]
-    return table, notes
+    return "\n".join(f"% {line.removeprefix('% ')}" for line in comments) + "\n" + to_latex(narrow)
 
 
 def write_text(path: str, text: str) -> None:
@@ -134,31 +168,41 @@ def write_text(path: str, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-def write_tables(args: argparse.Namespace, rows: list[dict], computed_on: dict[str, list[str]]) -> None:
-    import pandas as pd
-
-    with atomic_path(args.csv) as temporary:
-        pd.DataFrame(rows).to_csv(temporary, index=False)
-    table, notes = presentation(rows, computed_on)
-    frame = pd.DataFrame(table)
-    markdown = frame.to_markdown(index=False, disable_numparse=True)
-    write_text(args.markdown, markdown + "\n\n" + "".join(f"- {note}\n" for note in notes))
-    latex = frame.to_latex(index=False, escape=True, column_format="l" + "r" * (len(frame.columns) - 1))
-    comments = ["% Needs \\usepackage{booktabs}.", *(f"% {note}" for note in notes)]
-    # "--" in a cell (grid cell names) would print as an en dash.
-    write_text(args.latex, "\n".join(comments) + "\n" + latex.replace("--", "-{}-"))
+def write_tables(args: argparse.Namespace, table: Table, computed_on: dict[str, list[str]]) -> None:
+    with atomic_path(args.csv) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[c.key for c in table.columns])
+        writer.writeheader()
+        writer.writerows({c.key: row.get(c.key) for c in table.columns} for row in table.rows)
+    results = {c.key for c in table.columns if c.key.endswith("_tuned")} | set(TRAINING)
+    shown, notes = split_constant(table, keep=results)
+    notes += computed_notes(computed_on)
+    markdown = md_table(shown.header(), shown.cells())
+    write_text(args.markdown, "\n".join(markdown) + "\n\n" + "".join(f"- {md_escape(n)}\n" for n in notes))
     notes_html = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
-    write_text(args.html, frame.to_html(index=False) + f"\n<ul>{notes_html}</ul>\n")
+    write_text(args.html, table_html(shown, "summary") + f"\n<ul>{notes_html}</ul>\n")
+    write_text(args.latex, latex_table(table, computed_on))
+
+
+def finished_elsewhere(given: list[str]) -> list[tuple[str, str]]:
+    """(experiment.json, metrics.csv) of every finished experiment under results/ that is not given."""
+    found = layout.finished_reports()
+    return [(f["experiment"], f["metrics"]) for f in found.values() if f["experiment"] not in given]
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("make_summary", args.log_file)
-    experiments = [read_json(path) for path in args.experiment_json]
-    tables = [read_metrics(path) for path in args.metrics_csv]
-    rows, computed_on = summary_rows(experiments, tables)
-    write_tables(args, rows, computed_on)
-    log.info("Summarized %d experiments into %s (and .md, .tex, .html)", len(rows), args.csv)
+    with step("make_summary", args.log_file):
+        pairs = list(zip(args.experiment_json, args.metrics_csv, strict=True))
+        if args.keep_finished:
+            earlier = finished_elsewhere(args.experiment_json)
+            if earlier:
+                log.info("Keeping the rows of %d experiments finished earlier", len(earlier))
+            pairs += earlier
+        experiments = [read_json(experiment) for experiment, _ in pairs]
+        tables = [read_metrics(metrics) for _, metrics in pairs]
+        table, computed_on = summary_table(experiments, tables)
+        write_tables(args, table, computed_on)
+        log.info("Summarized %d experiments into %s (and .md, .tex, .html)", len(table.rows), args.csv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 Sources:
   gguf   a GGUF file, given by path or as a file shipped inside an installed Python package
          (found with importlib.util.find_spec, without importing the package); dequantized on load
-  hub    a Hugging Face Hub id at a pinned revision (needs network or a warm HF cache)
+  hub    a Hugging Face Hub id at a pinned revision (needs network or a warm HF cache); only the files that
+         loading needs are fetched (HUB_FILES), into the Hugging Face cache: $HF_HOME (default ~/.cache/
+         huggingface), which on a cluster with a small home quota belongs on a larger disk
   local  a folder that already holds a transformers model
 
 The output folder also gets `source.json`: where the model came from and the sha256 of every file read.
@@ -22,15 +24,25 @@ import logging
 from pathlib import Path
 
 from alpaca_lora.common import (
+    StepError,
     add_log_argument,
     atomic_directory,
     refuse_shared_paths,
-    setup_logging,
     sha256_file,
+    step,
     write_json,
 )
 
 log = logging.getLogger("prepare_base_model")
+
+# What loading a Hub model needs: config and generation config, safetensors weights (and their index), the
+# tokenizer (tokenizer.json, sentencepiece .model, vocab and merges), the chat template. Not the rest of the
+# repository (other weight formats, ONNX or GGUF copies, images): a cluster's home quota runs out first.
+HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+# The model's own code, fetched only when the recipe lets it run (trust_remote_code).
+HUB_CODE = ["*.py"]
+# Files in subfolders (onnx/, gguf/, original/ ...) are other formats of the same model.
+HUB_SKIPPED = ["*/*"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +88,14 @@ def package_file(package: str, file_name: str) -> Path:
     return path
 
 
+def package_version(package: str) -> str | None:
+    """The version of the installed distribution that provides an importable package."""
+    from importlib import metadata
+
+    distributions = metadata.packages_distributions().get(package, [])
+    return metadata.version(distributions[0]) if distributions else None
+
+
 def files_read(folder: Path) -> dict[str, str]:
     return {
         str(path.relative_to(folder)): sha256_file(path)
@@ -98,14 +118,17 @@ def resolve_source(args: argparse.Namespace) -> tuple[str, dict, dict]:
         log.info("Hashing %s", gguf)
         digest = sha256_file(gguf)
         if args.sha256 and digest != args.sha256:
-            raise ValueError(f"{gguf}: sha256 is {digest}, expected {args.sha256}")
+            raise StepError(f"{gguf}: sha256 is {digest}, expected {args.sha256}")
         from transformers import GgufConfig
 
         kwargs = {"gguf_file": gguf.name, "quantization_config": GgufConfig(dequantize=True)}
+        # As the recipe names it: a file of a package (and the package's version), or the path it gives;
+        # never where this machine installed the package.
         provenance = {
             "kind": "gguf",
             "package": args.package,
-            "file": str(gguf),
+            "package_version": package_version(args.package) if args.package else None,
+            "file": args.file if args.package else args.path,
             "sha256": {gguf.name: digest},
         }
         return str(gguf.parent), kwargs, provenance
@@ -114,7 +137,12 @@ def resolve_source(args: argparse.Namespace) -> tuple[str, dict, dict]:
             raise SystemExit("--kind hub needs --repo-id and --revision (pin a commit)")
         from huggingface_hub import snapshot_download
 
-        folder = Path(snapshot_download(args.repo_id, revision=args.revision))
+        patterns = HUB_FILES + (HUB_CODE if args.trust_remote_code else [])
+        folder = Path(
+            snapshot_download(
+                args.repo_id, revision=args.revision, allow_patterns=patterns, ignore_patterns=HUB_SKIPPED
+            )
+        )
         provenance = {
             "kind": "hub",
             "repo_id": args.repo_id,
@@ -131,36 +159,38 @@ def resolve_source(args: argparse.Namespace) -> tuple[str, dict, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("prepare_base_model", args.log_file)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with step("prepare_base_model", args.log_file):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    load_from, kwargs, provenance = resolve_source(args)
-    log.info("Loading %s model from %s", args.kind, load_from)
-    tokenizer = AutoTokenizer.from_pretrained(
-        load_from,
-        trust_remote_code=args.trust_remote_code,
-        **{k: v for k, v in kwargs.items() if k == "gguf_file"},
-    )
-    if not tokenizer.chat_template:
-        raise ValueError(f"{load_from}: the tokenizer has no chat template; this pipeline needs a chat model")
-    model = AutoModelForCausalLM.from_pretrained(
-        load_from, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code, **kwargs
-    )
-    parameters = sum(parameter.numel() for parameter in model.parameters())
-    log.info("Loaded %s with %.1fM parameters", type(model).__name__, parameters / 1e6)
-    with atomic_directory(args.out) as folder:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        provenance.update(
-            architecture=type(model).__name__,
-            parameters=parameters,
-            dtype=args.dtype,
+        load_from, kwargs, provenance = resolve_source(args)
+        log.info("Loading %s model from %s", args.kind, load_from)
+        tokenizer = AutoTokenizer.from_pretrained(
+            load_from,
             trust_remote_code=args.trust_remote_code,
-            saved_sha256=files_read(folder),
+            **{k: v for k, v in kwargs.items() if k == "gguf_file"},
         )
-        write_json(folder / "source.json", provenance)
-    log.info("Wrote model folder %s", args.out)
+        if not tokenizer.chat_template:
+            raise StepError(
+                f"{load_from}: the tokenizer has no chat template; this pipeline needs a chat model"
+            )
+        model = AutoModelForCausalLM.from_pretrained(
+            load_from, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code, **kwargs
+        )
+        parameters = sum(parameter.numel() for parameter in model.parameters())
+        log.info("Loaded %s with %.1fM parameters", type(model).__name__, parameters / 1e6)
+        with atomic_directory(args.out) as folder:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            provenance.update(
+                architecture=type(model).__name__,
+                parameters=parameters,
+                dtype=args.dtype,
+                trust_remote_code=args.trust_remote_code,
+                saved_sha256=files_read(folder),
+            )
+            write_json(folder / "source.json", provenance)
+        log.info("Wrote model folder %s", args.out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import logging
 import re
 import textwrap
 
-from alpaca_lora.common import add_log_argument, read_jsonl, setup_logging, write_json
+from alpaca_lora.common import StepError, add_log_argument, read_jsonl, step, write_json
 from alpaca_lora.sandbox import ISOLATION_CHOICES, isolation_layers, run_tests
 
 log = logging.getLogger("score_answers")
@@ -186,7 +186,8 @@ def kept_definitions(blocks: list[str]) -> list[ast.stmt]:
 
 
 def extract_code(answer: str, entry_point: str) -> dict:
-    """The code an answer gives for `entry_point`: {code, shape: fenced|unfenced|none, defines_entry_point}.
+    """The code an answer gives for `entry_point`: {code, shape: fenced|unfenced|none, defines_entry_point,
+    defined: the functions and classes it defines}.
 
     Nothing is executed here: the answer is only parsed.
     """
@@ -196,13 +197,22 @@ def extract_code(answer: str, entry_point: str) -> dict:
     if not statements:
         statements, shape = kept_definitions(unfenced_code(answer)), "unfenced"
     if not statements:
-        return {"code": "", "shape": "none", "defines_entry_point": False}
-    defines = any(
-        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name == entry_point
+        return {"code": "", "shape": "none", "defines_entry_point": False, "defined": []}
+    defined = [
+        node.name
         for node in statements
-    )
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    ]
     code = ast.unparse(ast.Module(body=statements, type_ignores=[]))
-    return {"code": code, "shape": shape, "defines_entry_point": defines}
+    return {"code": code, "shape": shape, "defines_entry_point": entry_point in defined, "defined": defined}
+
+
+def not_run(extracted: dict, entry_point: str) -> tuple[str, str]:
+    """(status, detail) of an answer whose tests cannot run: no code at all, or code for something else."""
+    if extracted["shape"] == "none":
+        return "no code", "the answer holds no Python code"
+    others = ", ".join(f"{name}()" for name in extracted["defined"]) or "only imports and constants"
+    return "wrong function", f"the code defines no {entry_point}() (it defines {others})"
 
 
 def sandbox_settings(isolation: str, packages: list[str]) -> dict:
@@ -250,7 +260,7 @@ def code_scores(
         if not probe.get("tests"):
             continue
         if probe["prompt"] not in by_prompt:
-            raise ValueError(f"probe {probe['id']!r} has tests but no answer in the probe answers")
+            raise StepError(f"probe {probe['id']!r} has tests but no answer in the probe answers")
         extracted = extract_code(by_prompt[probe["prompt"]]["answer"], probe["entry_point"])
         if extracted["defines_entry_point"]:
             run = run_tests(
@@ -262,15 +272,14 @@ def code_scores(
                 packages=packages,
             )
         else:
-            missing = f"the answer defines no {probe['entry_point']}()"
+            status, detail = not_run(extracted, probe["entry_point"])
             run = {
                 "passed": False,
-                "status": "no code",
-                "kind": "no code",
-                "detail": missing,
+                "status": status,
+                "kind": status,
+                "detail": detail,
                 "tests": [
-                    {"test": t, "passed": False, "kind": "not run", "message": missing}
-                    for t in probe["tests"]
+                    {"test": t, "passed": False, "kind": "not run", "message": detail} for t in probe["tests"]
                 ],
             }
         passed_tests = sum(test["passed"] for test in run["tests"])
@@ -316,43 +325,45 @@ def code_scores(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("score_answers", args.log_file)
-    import yaml
+    with step("score_answers", args.log_file):
+        import yaml
 
-    with open(args.probes, encoding="utf-8") as handle:
-        probes = yaml.safe_load(handle)["probes"]
-    eval_answers = list(read_jsonl(args.eval_answers))
-    reference = reference_scores(eval_answers)
-    log.info(
-        "reference-based on %d eval answers: chrF %s, BLEU %s, ROUGE-L %s",
-        reference["records"],
-        *(f"{reference[k]:.2f}" if reference[k] is not None else "n/a" for k in ("chrf", "bleu", "rougeL")),
-    )
-    try:
-        code = code_scores(
-            list(read_jsonl(args.probe_answers)),
-            probes,
-            args.timeout_s,
-            args.memory_mb,
-            isolation=args.isolation,
-            packages=args.packages,
-            log_output=args.log_sandbox_output,
+        with open(args.probes, encoding="utf-8") as handle:
+            probes = yaml.safe_load(handle)["probes"]
+        eval_answers = list(read_jsonl(args.eval_answers))
+        reference = reference_scores(eval_answers)
+        log.info(
+            "reference-based on %d eval answers: chrF %s, BLEU %s, ROUGE-L %s",
+            reference["records"],
+            *(
+                f"{reference[k]:.2f}" if reference[k] is not None else "n/a"
+                for k in ("chrf", "bleu", "rougeL")
+            ),
         )
-    except RuntimeError as error:  # the mount namespace was required and is not available
-        log.error("%s", error)
-        raise SystemExit(1) from None
-    log.info("pass@1 %s over %d code probes", code["pass@1"], code["problems"])
-    write_json(
-        args.scores,
-        {
-            "eval_answers_file": args.eval_answers,
-            "probe_answers_file": args.probe_answers,
-            "probes_file": args.probes,
-            "reference": reference,
-            "code": code,
-        },
-    )
-    log.info("Wrote %s", args.scores)
+        try:
+            code = code_scores(
+                list(read_jsonl(args.probe_answers)),
+                probes,
+                args.timeout_s,
+                args.memory_mb,
+                isolation=args.isolation,
+                packages=args.packages,
+                log_output=args.log_sandbox_output,
+            )
+        except RuntimeError as error:  # the mount namespace was required and is not available
+            raise StepError(str(error)) from None
+        log.info("pass@1 %s over %d code probes", code["pass@1"], code["problems"])
+        write_json(
+            args.scores,
+            {
+                "eval_answers_file": args.eval_answers,
+                "probe_answers_file": args.probe_answers,
+                "probes_file": args.probes,
+                "reference": reference,
+                "code": code,
+            },
+        )
+        log.info("Wrote %s", args.scores)
 
 
 if __name__ == "__main__":

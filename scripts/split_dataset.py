@@ -19,13 +19,14 @@ import logging
 import math
 
 from alpaca_lora.common import (
+    StepError,
     add_log_argument,
     canonical_json,
     read_jsonl,
     refuse_shared_paths,
-    setup_logging,
     sha256_file,
     sha256_text,
+    step,
     write_json,
     write_jsonl,
 )
@@ -60,13 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def eval_count(eval_size: float, total: int) -> int:
     if eval_size <= 0:
-        raise ValueError(f"eval size must be positive, got {eval_size}")
+        raise StepError(f"eval size must be positive, got {eval_size}")
     if eval_size >= 1 and eval_size != int(eval_size):
-        raise ValueError(f"eval size {eval_size} is neither a fraction below 1 nor a whole count")
+        raise StepError(f"eval size {eval_size} is neither a fraction below 1 nor a whole count")
     # Rounding first keeps float noise (0.07 * 100 = 7.000000000000001) from adding a record.
     count = math.ceil(round(eval_size * total, 9)) if eval_size < 1 else int(eval_size)
     if count >= total:
-        raise ValueError(f"eval size {eval_size} leaves no training record out of {total}")
+        raise StepError(f"eval size {eval_size:g} leaves no training record out of {total}")
     return count
 
 
@@ -86,32 +87,32 @@ def split(records: list[dict], eval_size: float, seed: int) -> tuple[list[dict],
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("split_dataset", args.log_file)
-    records = list(read_jsonl(args.input))
-    train, evaluation = split(records, args.eval_size, args.seed)
-    write_jsonl(args.train, train)
-    write_jsonl(args.eval, evaluation)
-    write_json(
-        args.summary,
-        {
-            "input": args.input,
-            "input_sha256": sha256_file(args.input),
-            "seed": args.seed,
-            "eval_size": args.eval_size,
-            "total": len(records),
-            "train": len(train),
-            "eval": len(evaluation),
-            "train_sha256": sha256_file(args.train),
-            "eval_sha256": sha256_file(args.eval),
-        },
-    )
-    log.info(
-        "Split %d records into %d train and %d eval (seed %d)",
-        len(records),
-        len(train),
-        len(evaluation),
-        args.seed,
-    )
+    with step("split_dataset", args.log_file):
+        records = list(read_jsonl(args.input))
+        train, evaluation = split(records, args.eval_size, args.seed)
+        write_jsonl(args.train, train)
+        write_jsonl(args.eval, evaluation)
+        write_json(
+            args.summary,
+            {
+                "input": args.input,
+                "input_sha256": sha256_file(args.input),
+                "seed": args.seed,
+                "eval_size": args.eval_size,
+                "total": len(records),
+                "train": len(train),
+                "eval": len(evaluation),
+                "train_sha256": sha256_file(args.train),
+                "eval_sha256": sha256_file(args.eval),
+            },
+        )
+        log.info(
+            "Split %d records into %d train and %d eval (seed %d)",
+            len(records),
+            len(train),
+            len(evaluation),
+            args.seed,
+        )
 
 
 if __name__ == "__main__":

@@ -36,16 +36,18 @@ import time
 from pathlib import Path
 
 from alpaca_lora.common import (
+    StepError,
     add_log_argument,
     atomic_directory,
     atomic_path,
     canonical_json,
     load_yaml,
     loss_pair,
+    read_json,
     read_jsonl,
-    setup_logging,
     sha256_file,
     sha256_text,
+    step,
     trusts_remote_code,
     write_json,
 )
@@ -61,9 +63,11 @@ OWNED_FIELDS = {
     "report_to",
     "include_num_input_tokens_seen",
     "dataloader_pin_memory",
-    "use_cpu",
     "disable_tqdm",
 }
+# From this many parameters on, training on a CPU takes days (Phi-3.5-mini has 3.8 billion): a recipe that
+# asks for bf16 or packing there was written for a GPU, and stops unless it sets training.use_cpu.
+CPU_SCALE_PARAMETERS = 1_000_000_000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,7 +109,7 @@ def load_split(path: str, eos_token: str | None):
         prompt, completion = loss_pair(record, eos_token)
         rows.append({"prompt": prompt, "completion": completion})
     if not rows:
-        raise ValueError(f"{path}: no records")
+        raise StepError(f"{path}: no records")
     return Dataset.from_list(rows)
 
 
@@ -229,9 +233,9 @@ def logged_train_loss(history: list[dict]) -> float:
     """
     rows = [(row["step"], row["loss"]) for row in history if "loss" in row]
     total, previous = 0.0, 0
-    for step, loss in rows:
-        total += loss * (step - previous)
-        previous = step
+    for at, loss in rows:
+        total += loss * (at - previous)
+        previous = at
     return total / previous if previous else float("nan")
 
 
@@ -253,22 +257,43 @@ def write_history(path: str, history: list[dict]) -> None:
         writer.writerows(history)
 
 
+def has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+def refuse_cpu_at_scale(training: dict, model: str) -> None:
+    """Stop before loading a GPU-sized model on a machine without a GPU, unless the recipe says use_cpu."""
+    source = Path(model) / "source.json"
+    parameters = read_json(source).get("parameters", 0) if source.is_file() else 0
+    gpu_settings = [key for key in ("bf16", "packing") if training.get(key)]
+    if parameters < CPU_SCALE_PARAMETERS or not gpu_settings or training.get("use_cpu") or has_accelerator():
+        return
+    raise StepError(
+        f"{model}: {parameters / 1e9:.1f} billion parameters with training.{' and '.join(gpu_settings)} on, "
+        "and this machine has no GPU: training would take days on the CPU. Run it where there is a GPU "
+        "(docs/slurm.md), or set training.use_cpu: true in the recipe to train on the CPU anyway."
+    )
+
+
 def training_config(training: dict, checkpoint_dir: Path):
     """TRL's SFTConfig: the recipe's training section as it is, plus the fields this script owns."""
     import torch
     from trl import SFTConfig
 
+    # Without an accelerator, say so (the trainer then runs bf16 on the CPU instead of refusing it); the
+    # recipe's use_cpu: true trains on the CPU even where there is a GPU.
+    use_cpu = bool(training.get("use_cpu")) or not has_accelerator()
     return SFTConfig(
         # The data order follows the seed unless the recipe sets data_seed.
-        **{"data_seed": training["seed"], **training},
+        **{"data_seed": training["seed"], **training, "use_cpu": use_cpu},
         output_dir=str(checkpoint_dir),
         save_strategy="steps",
         save_total_limit=2,
         report_to="none",
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=torch.cuda.is_available(),
-        # Without an accelerator, say so: the trainer then runs bf16 on the CPU instead of refusing it.
-        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         disable_tqdm=False,
     )
 
@@ -306,59 +331,60 @@ def exit_on_stop_request(stop: StopRequest, where: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()  # the whole step: loading, training, evaluation, saving
     args = parse_args(argv)
-    setup_logging("train_lora", args.log_file)
-    stop = StopRequest()
-    stop.install(signal.SIGTERM)
-    settings = read_settings(args.settings)
-    log.info("Settings: %s", canonical_json(settings))
-    checkpoint_dir = Path(args.checkpoint_dir)
-    fingerprint = settings_fingerprint(settings, args)
-    resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)
-    trainer = build_trainer(settings, args, checkpoint_dir)
-    for callback in (progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()):
-        trainer.add_callback(callback)
-    exit_on_stop_request(stop, "before training started")
-    trainable, total = trainer.model.get_nb_trainable_parameters()
-    log.info("Trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
-    if resume_from:
-        log.info("Resuming from checkpoint %s", resume_from)
-    training_started = time.monotonic()
-    trainer.train(resume_from_checkpoint=resume_from)
-    train_seconds = (
-        time.monotonic() - training_started
-    )  # the training loop only: tokens/s is measured over it
-    if trainer.state.global_step < trainer.state.max_steps:
-        exit_on_stop_request(stop, f"at step {trainer.state.global_step} of {trainer.state.max_steps}")
-    final_eval = last_evaluation(trainer.state) or trainer.evaluate()
-    for adapter_config in trainer.model.peft_config.values():
-        # "all-linear" resolves to a set, saved in hash-seed order; sorted, the adapter files are repeatable.
-        if isinstance(adapter_config.target_modules, set):
-            adapter_config.target_modules = sorted(adapter_config.target_modules)
-    with atomic_directory(args.output_dir) as folder:
-        trainer.save_model(str(folder))
-    history = trainer.state.log_history
-    write_history(args.history, history)
-    tokens = trainer.state.num_input_tokens_seen  # non-padding tokens, resumed runs included
-    write_json(
-        args.summary,
-        {
-            "settings_fingerprint": fingerprint,
-            "resumed_from": resume_from,
-            "global_step": trainer.state.global_step,
-            "train_loss": logged_train_loss(history),
-            "final_eval_loss": final_eval.get("eval_loss"),
-            "train_runtime_s": round(train_seconds, 2),
-            "step_runtime_s": round(time.monotonic() - started, 2),
-            "train_tokens": tokens,
-            "train_sequences": len(trainer.train_dataset),
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-            "base_dtype": str(frozen_dtype(trainer.model)),
-            "sft_config": sft_config_record(trainer.args),
-        },
-    )
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    log.info("Saved adapter to %s (%d steps)", args.output_dir, trainer.state.global_step)
+    with step("train_lora", args.log_file):
+        stop = StopRequest()
+        stop.install(signal.SIGTERM)
+        settings = read_settings(args.settings)
+        log.info("Settings: %s", canonical_json(settings))
+        refuse_cpu_at_scale(settings["training"], args.model)
+        checkpoint_dir = Path(args.checkpoint_dir)
+        fingerprint = settings_fingerprint(settings, args)
+        resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)
+        trainer = build_trainer(settings, args, checkpoint_dir)
+        for callback in (progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()):
+            trainer.add_callback(callback)
+        exit_on_stop_request(stop, "before training started")
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+        log.info("Trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+        if resume_from:
+            log.info("Resuming from checkpoint %s", resume_from)
+        training_started = time.monotonic()
+        trainer.train(resume_from_checkpoint=resume_from)
+        train_seconds = (
+            time.monotonic() - training_started
+        )  # the training loop only: tokens/s is measured over it
+        if trainer.state.global_step < trainer.state.max_steps:
+            exit_on_stop_request(stop, f"at step {trainer.state.global_step} of {trainer.state.max_steps}")
+        final_eval = last_evaluation(trainer.state) or trainer.evaluate()
+        for adapter_config in trainer.model.peft_config.values():
+            # "all-linear" resolves to a set, saved in hash-seed order; sorted, the adapter is repeatable.
+            if isinstance(adapter_config.target_modules, set):
+                adapter_config.target_modules = sorted(adapter_config.target_modules)
+        with atomic_directory(args.output_dir) as folder:
+            trainer.save_model(str(folder))
+        history = trainer.state.log_history
+        write_history(args.history, history)
+        tokens = trainer.state.num_input_tokens_seen  # non-padding tokens, resumed runs included
+        write_json(
+            args.summary,
+            {
+                "settings_fingerprint": fingerprint,
+                "resumed_from": resume_from,
+                "global_step": trainer.state.global_step,
+                "train_loss": logged_train_loss(history),
+                "final_eval_loss": final_eval.get("eval_loss"),
+                "train_runtime_s": round(train_seconds, 2),
+                "step_runtime_s": round(time.monotonic() - started, 2),
+                "train_tokens": tokens,
+                "train_sequences": len(trainer.train_dataset),
+                "trainable_parameters": trainable,
+                "total_parameters": total,
+                "base_dtype": str(frozen_dtype(trainer.model)),
+                "sft_config": sft_config_record(trainer.args),
+            },
+        )
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        log.info("Saved adapter to %s (%d steps)", args.output_dir, trainer.state.global_step)
 
 
 def frozen_dtype(model):

@@ -32,7 +32,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from alpaca_lora.common import add_log_argument, read_json, setup_logging, sha256_file, write_json
+from alpaca_lora.common import add_log_argument, read_json, sha256_file, step, write_json
 
 log = logging.getLogger("write_manifest")
 
@@ -44,6 +44,7 @@ MODEL_SOURCE_KEYS = (
     "revision",
     "resolved_commit",
     "package",
+    "package_version",
     "file",
     "path",
     "sha256",
@@ -95,7 +96,8 @@ def git_state(folder: str) -> dict:
         commit = git("rev-parse", "HEAD")
         changes = git("status", "--porcelain")
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None, "note": f"{folder} is not a git work tree"}
+        # No path of this machine: the manifest must read the same wherever the run was made.
+        return {"commit": None, "dirty": None, "note": "the pipeline's folder is not a git work tree"}
     return {"commit": commit, "dirty": bool(changes), "changed_paths": len(changes.splitlines())}
 
 
@@ -114,8 +116,8 @@ def timings(benchmarks: list[str]) -> dict[str, dict]:
     for name in benchmarks:
         with open(name, newline="", encoding="utf-8") as handle:
             row = next(csv.DictReader(handle, delimiter="\t"))
-        step = str(Path(name).with_suffix("")).split("benchmarks/", 1)[-1]
-        steps[step] = {
+        key = str(Path(name).with_suffix("")).split("benchmarks/", 1)[-1]
+        steps[key] = {
             label: float(row[column])
             for column, label in BENCHMARK_COLUMNS.items()
             if row.get(column) not in (None, "", "NA", "-")
@@ -125,29 +127,29 @@ def timings(benchmarks: list[str]) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging("write_manifest", args.log_file)
-    source = read_json(Path(args.model) / "source.json")
-    steps = timings(args.benchmarks)
-    manifest = {
-        "experiment": args.experiment,
-        "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "recipe": json.loads(args.recipe_json),
-        "inputs": file_hashes(args.inputs),
-        "outputs": file_hashes(args.outputs),
-        "model": {key: source[key] for key in MODEL_SOURCE_KEYS if key in source},
-        "code": git_state(args.source_dir),
-        "packages": packages(),
-        "timings": steps,
-        "total_seconds": round(sum(step.get("seconds", 0.0) for step in steps.values()), 2),
-    }
-    write_json(args.output, manifest)
-    log.info(
-        "Wrote %s: %d inputs, %d output files, %d timed steps",
-        args.output,
-        len(manifest["inputs"]),
-        len(manifest["outputs"]),
-        len(steps),
-    )
+    with step("write_manifest", args.log_file):
+        source = read_json(Path(args.model) / "source.json")
+        steps = timings(args.benchmarks)
+        manifest = {
+            "experiment": args.experiment,
+            "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "recipe": json.loads(args.recipe_json),
+            "inputs": file_hashes(args.inputs),
+            "outputs": file_hashes(args.outputs),
+            "model": {key: source[key] for key in MODEL_SOURCE_KEYS if key in source},
+            "code": git_state(args.source_dir),
+            "packages": packages(),
+            "timings": steps,
+            "total_seconds": round(sum(step.get("seconds", 0.0) for step in steps.values()), 2),
+        }
+        write_json(args.output, manifest)
+        log.info(
+            "Wrote %s: %d inputs, %d output files, %d timed steps",
+            args.output,
+            len(manifest["inputs"]),
+            len(manifest["outputs"]),
+            len(steps),
+        )
 
 
 if __name__ == "__main__":

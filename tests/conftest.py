@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +21,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def run_script(
-    name: str, *args: str, check: bool = True, timeout: float | None = None
+    name: str, *args: str, check: bool = True, timeout: float | None = None, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess:
     """Run a step script the way a rule does: as its own process, from the shell."""
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / name), *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         timeout=timeout,
     )
     if check and result.returncode != 0:
@@ -94,3 +95,59 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return cache
+
+
+# ---- a real browser: Debian's chromium, driven by selenium through chromedriver -------------------------
+
+# What the report page looks like once the browser has rendered it: the answer tables cell by cell, the text
+# outside answers, the headings, every image's load state, the value tables' cell counts.
+PAGE_FACTS = """
+const cell = (c) => ({
+  pre: c.querySelectorAll("pre").length,
+  text: c.querySelector("pre")?.textContent ?? null,
+  note: c.querySelector(".note")?.textContent ?? null,
+});
+const rows = (table) => [...table.tBodies[0].rows].map((row) => [...row.cells].map(cell));
+const outside = document.body.cloneNode(true);
+outside.querySelectorAll("pre").forEach((pre) => pre.remove());
+return {
+  answers: [...document.querySelectorAll("table.answers")].map(rows),
+  values: [...document.querySelectorAll("table.values")].map((t) => ({
+    header: t.tHead.rows[0].cells.length,
+    cells: [...t.tBodies[0].rows].map((r) => r.cells.length),
+  })),
+  headings: [...document.querySelectorAll("h1, h2, h3, h4, h5, h6")].map((h) => h.textContent),
+  images: [...document.images].map((i) => ({complete: i.complete, width: i.naturalWidth})),
+  text_outside_answers: outside.textContent,
+  elements: document.querySelectorAll("*").length,
+};
+"""
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A function: an HTML file -> PAGE_FACTS as headless chromium renders it.
+
+    Needs `chromium` and `chromedriver` (tests/browser/install.sh, which `make test` runs); without them the
+    test is skipped, unless BROWSER_TESTS=required (make test), where it fails.
+    """
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    wanted = os.environ.get("BROWSER_TESTS", "")
+    if wanted == "skip" or (not (chromium and chromedriver) and wanted != "required"):
+        pytest.skip("needs chromium and chromedriver (tests/browser/install.sh); make test installs them")
+    assert chromium and chromedriver, "BROWSER_TESTS=required, but chromium or chromedriver is missing"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+
+    def facts(page: Path) -> dict:
+        driver.get(Path(page).resolve().as_uri())  # returns after the load event: images decoded or failed
+        return driver.execute_script(PAGE_FACTS)
+
+    yield facts
+    driver.quit()

@@ -244,3 +244,184 @@ def test_yaml_reads_numbers_as_yaml_1_2_does(text: str, expected: float) -> None
     value = load_yaml(f"learning_rate: {text}\n")["learning_rate"]
     assert value == expected and type(value) is type(expected)
     assert load_yaml("version: '1e-4'\nname: e5\n") == {"version": "1e-4", "name": "e5"}
+
+
+# ---- every step logs how it failed, to its own log file --------------------------------------------------
+
+STEP_FAILURES = [
+    # (script, arguments after --log-file, the one line the log must end with)
+    (
+        "split_dataset.py",
+        [
+            "--input",
+            "{messages}",
+            "--train",
+            "t",
+            "--eval",
+            "e",
+            "--summary",
+            "s",
+            "--eval-size",
+            "50",
+            "--seed",
+            "1",
+        ],
+        "eval size 50 leaves no training record out of 3",
+    ),
+    (
+        "prepare_base_model.py",
+        ["--kind", "local", "--path", "{tmp}/nowhere", "--out", "{tmp}/m"],
+        "--kind local needs --path to a model folder with config.json",
+    ),
+    (
+        "apply_chat_template.py",
+        ["--model", "{tmp}/nowhere", "--input", "{messages}", "--output", "o"],
+        "nowhere",
+    ),
+    (
+        "train_lora.py",
+        [
+            "--model",
+            "m",
+            "--train",
+            "t",
+            "--eval",
+            "e",
+            "--settings",
+            "{messages}",
+            "--output-dir",
+            "a",
+            "--history",
+            "h",
+            "--summary",
+            "s",
+            "--checkpoint-dir",
+            "c",
+        ],
+        "expected '<document start>'",
+    ),
+    (
+        "evaluate.py",
+        ["--model", "{tmp}/nowhere", "--eval", "{messages}", "--metrics", "m", "--generations", "g"],
+        "nowhere",
+    ),
+    (
+        "score_answers.py",
+        [
+            "--eval-answers",
+            "{messages}",
+            "--probe-answers",
+            "{messages}",
+            "--probes",
+            "{tmp}/no-probes.yaml",
+            "--scores",
+            "s",
+        ],
+        "no-probes.yaml",
+    ),
+    (
+        "convert_to_messages.py",
+        ["--input", "{tmp}/none.json", "--output", "o", "--rejects", "r", "--summary", "s"],
+        "none.json",
+    ),
+    (
+        "make_summary.py",
+        [
+            "--experiment-json",
+            "{tmp}/x.json",
+            "--metrics-csv",
+            "{tmp}/x.csv",
+            "--csv",
+            "c",
+            "--markdown",
+            "m",
+            "--latex",
+            "l",
+            "--html",
+            "h",
+        ],
+        "x.json",
+    ),
+    (
+        "write_manifest.py",
+        [
+            "--experiment",
+            "x",
+            "--recipe-json",
+            "{{}}",
+            "--model",
+            "{tmp}/nowhere",
+            "--inputs",
+            "i",
+            "--outputs",
+            "o",
+            "--output",
+            "m",
+        ],
+        "source.json",
+    ),
+]
+
+
+@pytest.mark.parametrize(("script", "arguments", "reason"), STEP_FAILURES, ids=[s[0] for s in STEP_FAILURES])
+def test_a_failing_step_logs_one_line_to_its_own_log(tmp_path, script, arguments, reason):
+    """Expected failures (bad input, a missing file) end the log with one ERROR line naming the cause."""
+    from conftest import run_script
+
+    messages = tmp_path / "messages.jsonl"
+    messages.write_text("".join(json.dumps({"messages": [], "n": n}) + "\n" for n in range(3)))
+    log = tmp_path / "step.log"
+    filled = [a.format(tmp=tmp_path, messages=messages) for a in arguments]
+    result = run_script(script, *filled, "--log-file", log, check=False, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    last = log.read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert " - ERROR - " in last and reason in last, last
+    assert "Traceback" not in log.read_text() and "Traceback" not in result.stderr
+
+
+def test_an_unexpected_error_is_logged_with_its_traceback(tmp_path):
+    """A bug is not an expected error: the log keeps the traceback for the report."""
+    from alpaca_lora.common import step
+
+    log = tmp_path / "step.log"
+    with pytest.raises(SystemExit) as stopped, step("demo", str(log)):
+        {}["missing"]  # noqa: B018
+    assert stopped.value.code == 1
+    text = log.read_text()
+    assert "demo failed unexpectedly" in text and "Traceback" in text and "KeyError: 'missing'" in text
+
+
+def test_every_step_script_runs_inside_step():
+    """The mechanism is shared: each script's main() uses alpaca_lora.common.step, none its own copy."""
+    from conftest import SCRIPTS
+
+    for script in sorted(SCRIPTS.glob("*.py")):
+        text = script.read_text(encoding="utf-8")
+        assert "with step(" in text and "setup_logging(" not in text, script.name
+
+
+def test_every_script_and_module_explains_itself():
+    """`--help` of each step script and of each alpaca_lora module prints what it does, not nothing."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, SCRIPTS
+
+    commands = [[str(script)] for script in sorted(SCRIPTS.glob("*.py"))]
+    modules = sorted((ROOT / "src" / "alpaca_lora").glob("[a-z]*.py"))
+    commands += [["-m", f"alpaca_lora.{module.stem}"] for module in modules]
+    for command in commands:
+        result = subprocess.run(
+            [sys.executable, *command, "--help"], capture_output=True, text=True, cwd=ROOT
+        )
+        assert result.returncode == 0 and result.stdout.startswith("usage:"), command
+        assert len(result.stdout) > 300, (command, result.stdout)
+
+
+def test_a_report_written_without_a_path_is_ignored_by_git():
+    """`snakemake --report` alone writes report.html in the working directory: git must not offer it."""
+    import subprocess
+
+    from conftest import ROOT
+
+    assert subprocess.run(["git", "check-ignore", "-q", "report.html"], cwd=ROOT).returncode == 0

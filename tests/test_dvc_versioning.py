@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -146,9 +147,17 @@ def test_dvc_lock_holds_the_hash_of_every_artifact(origin):
 
 def test_dvc_metrics_and_plots_read_the_evaluation_and_training_curves(origin):
     metrics = json.loads(command(origin, "dvc", "metrics", "show", "--json").stdout)
-    shown = metrics[""]["data"]
+    shown = metrics[""]["data"]["results/tiny/report/metrics.json"]["data"]
     tuned = json.loads((origin / "results/tiny/eval/tuned/metrics.json").read_text())
-    assert shown["results/tiny/eval/tuned/metrics.json"]["data"]["eval_loss"] == tuned["eval_loss"]
+    scores = json.loads((origin / "results/tiny/eval/tuned/scores.json").read_text())
+    assert shown["tuned"]["eval_loss"] == tuned["eval_loss"]
+    assert shown["tuned"]["chrf"] == scores["reference"]["chrf"]
+    assert shown["tuned"]["pass@1"] == scores["code"]["pass@1"]
+    assert {"bleu", "rougeL"} <= set(shown["base"]) and "train_loss" in shown
+    # A table a terminal shows: the numbers, no hashes or settings.
+    table = command(origin, "dvc", "metrics", "show").stdout
+    assert max(map(len, table.splitlines())) <= 200, table
+    assert not re.search(r"[0-9a-f]{16}", table), table
     plots = json.loads(command(origin, "dvc", "plots", "show", "--json").stdout)
     [plot] = plots["data"]["results/tiny/train/history.csv"]
     fields = {row["field"] for row in plot["content"]["data"]["values"]}
@@ -226,8 +235,8 @@ def test_an_experiment_with_one_changed_parameter_reruns_only_what_it_affects(or
     lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]["snakemake"]
     assert lock["params"][RECIPE]["training"]["learning_rate"] == 0.001
     diff = json.loads(command(clone, "dvc", "metrics", "diff", "--json").stdout)
-    assert "eval_loss" in diff["results/tiny/eval/tuned/metrics.json"]
-    assert "results/tiny/eval/base/metrics.json" not in diff
+    changed = diff["results/tiny/report/metrics.json"]
+    assert "tuned.eval_loss" in changed and "base.eval_loss" not in changed, changed
     experiments = command(clone, "dvc", "exp", "list", "--name-only").stdout.split()
     assert len(experiments) == 1
     # Back to the recorded commit: its files again, byte for byte, and nothing for Snakemake to do.
@@ -246,3 +255,20 @@ def test_the_committed_dvc_yaml_is_what_the_workflow_generates(monkeypatch):
     assert (ROOT / "dvc.yaml").read_text(encoding="utf-8") == expected, (
         "dvc.yaml is stale: regenerate it with `python tools/dvc_pipeline.py dvc-yaml`"
     )
+
+
+def test_a_fresh_clone_before_restore_looks_as_the_docs_say(origin):
+    """docs/versioning.md tells a newcomer what a clone shows before `make restore`: every output 'not in
+    cache'; after the restore, a clean `dvc status`."""
+    workdir = origin.parent / "fresh"
+    command(origin.parent, "git", "clone", "--quiet", str(origin), str(workdir))
+    status = command(workdir, "dvc", "status").stdout
+    assert "not in cache" in status and "results/tiny/train/adapter" in status
+    assert "tuned.eval_loss" in command(workdir, "dvc", "metrics", "show").stdout, "read from the remote"
+    said = command(workdir, "dvc", "metrics", "diff", "HEAD~1").stdout  # HEAD~1 recorded nothing
+    assert "DVC failed to load some metrics" in said
+    docs = (ROOT / "docs" / "versioning.md").read_text(encoding="utf-8")
+    assert "`not in cache`" in docs and "Run `make restore` first" in docs
+    assert '"DVC failed to load some metrics"' in docs
+    command(workdir, "tool", "restore")
+    assert json.loads(command(workdir, "dvc", "status", "--json").stdout) == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -44,13 +45,15 @@ def experiments(folder: Path, names: list[str], grids: list | None = None) -> Ex
 def test_one_recipe(recipes):
     found = experiments(recipes, ["a"])
     assert found.names() == ["a"]
+    dataset = found["a"].wildcards["dataset"]
+    assert re.fullmatch(r"alpaca-zh-en-sample/[0-9a-f]{8}", dataset)
     assert found["a"].wildcards == {
         "experiment": "a",
-        "dataset": "alpaca-zh-en-sample",
+        "dataset": dataset,
         "split": "seed42-eval32",
         "model": "smollm2-135m-instruct",
     }
-    assert list(found.models) == ["smollm2-135m-instruct"] and list(found.datasets) == ["alpaca-zh-en-sample"]
+    assert list(found.models) == ["smollm2-135m-instruct"] and list(found.datasets) == [dataset]
     assert found.base_evaluation_owner("a") == "a"
     assert found.training_settings("a") == {"lora": DEFAULT["lora"], "training": DEFAULT["training"]}
 
@@ -70,6 +73,85 @@ def test_a_missing_recipe_and_a_bad_value_are_named(recipes):
     write_recipe(recipes, "bad", DEFAULT, training={"learning_rate": -1})
     with pytest.raises(ConfigError, match=r"bad.yaml: training.learning_rate: -1 is less than or equal"):
         experiments(recipes, ["bad"])
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "message"),
+    [
+        (
+            "training",
+            {"learning_rat": 1e-4},
+            "training.learning_rat: unknown key; did you mean learning_rate?",
+        ),
+        (
+            "model",
+            {"source": {"kind": "hubb"}},
+            "model.source.kind: 'hubb' is not one of gguf, hub, local; did you mean hub?",
+        ),
+        (
+            "model",
+            {"source": {"kind": "hub", "repo_id": "a/b"}},
+            "model.source.revision: missing; a hub source needs a pinned revision",
+        ),
+        (
+            "data",
+            {"drop_duplicates": "exactt"},
+            "data.drop_duplicates: 'exactt' is not one of none, exact, near; did you mean exact?",
+        ),
+        (
+            "lora",
+            {"target_modules": "all_linear"},
+            "lora.target_modules: 'all_linear' is not 'all-linear' or a "
+            "list of strings; did you mean all-linear?",
+        ),
+        (
+            "lora",
+            {"rank": 8},
+            "lora.rank: unknown key (allowed: r, lora_alpha, lora_dropout, target_modules)",
+        ),
+    ],
+)
+def test_a_recipe_mistake_is_one_line_with_what_is_allowed(recipes, section, change, message):
+    recipe = copy.deepcopy(DEFAULT)
+    if section == "training":
+        recipe["training"]["learning_rat"] = recipe["training"].pop("learning_rate")
+    else:
+        recipe[section].update(change)
+    write_recipe(recipes, "bad", recipe)
+    with pytest.raises(ConfigError) as raised:
+        experiments(recipes, ["bad"])
+    text = str(raised.value)
+    assert "\n" not in text and text.startswith(f"recipe {recipes / 'bad.yaml'}: {message}"), text
+
+
+def test_a_config_mistake_is_one_line(recipes):
+    with pytest.raises(ConfigError, match=r"^c.yaml: experiment: unknown key; did you mean experiments\?$"):
+        Experiments({"experiment": ["a"], "recipes_dir": str(recipes)}, config_file="c.yaml")
+    reserved = r"^c.yaml: experiments\[1\]: 'benchmarks' is reserved: results/ has a shared folder"
+    with pytest.raises(ConfigError, match=reserved):
+        Experiments({"experiments": ["a", "benchmarks"], "recipes_dir": str(recipes)}, config_file="c.yaml")
+
+
+def test_reserved_names_are_the_shared_folders_of_results():
+    """An experiment's folder is results/<name>: no name may be one of the shared folders."""
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+    reserved = set(schema["$defs"]["name"]["not"]["enum"])
+    patterns = [p for outputs in layout.OUTPUTS.values() for p in outputs.values()]
+    patterns += [layout.log("summary"), layout.benchmark("summary"), "results/report.html"]
+    shared = {p.split("/")[1].split(".")[0] for p in patterns if not p.startswith(layout.RUN)}
+    assert reserved == shared
+
+
+def test_grid_values_read_as_yaml_1_2(recipes):
+    """1e-4 in config.yaml and every number given with --config reach the grid as strings: numbers again."""
+    grid = {"recipe": "a", "vary": {"training.learning_rate": ["1e-4", "3e-4"], "lora.r": ["8"]}}
+    found = experiments(recipes, [], [grid])
+    assert found.names() == [
+        "a--training.learning_rate=0.0001--lora.r=8",
+        "a--training.learning_rate=0.0003--lora.r=8",
+    ]
+    cell = found["a--training.learning_rate=0.0001--lora.r=8"]
+    assert cell.recipe["training"]["learning_rate"] == 1e-4 and cell.recipe["lora"]["r"] == 8
 
 
 def test_grid_cells_are_named_by_their_settings_and_share_the_base_evaluation(recipes):
@@ -100,16 +182,42 @@ def test_grid_mistakes_are_named(recipes):
         experiments(recipes, [], [grid, grid])
 
 
-def test_one_name_one_definition_for_shared_artifacts(recipes):
-    write_recipe(recipes, "b", DEFAULT, data={"path": "other.json"})
+def test_shared_data_is_keyed_by_what_decides_it(recipes):
+    """Same data.name, other cleaning: another folder, so that neither overwrites what the other's results
+    came from; the same settings (spelled out or left at their defaults) share one."""
+    write_recipe(recipes, "b", DEFAULT, data={"trim_whitespace": False})
+    write_recipe(recipes, "c", DEFAULT)
+    found = experiments(recipes, ["a", "b", "c"])
+    a, b, c = (found[name].wildcards["dataset"] for name in "abc")
+    assert a == c and a != b and a.split("/")[0] == b.split("/")[0] == "alpaca-zh-en-sample"
+    assert sorted(found.datasets) == sorted({a, b}) and found.datasets[b]["trim_whitespace"] is False
+    assert found.split_settings(b, "seed42-eval32") == DEFAULT["split"]
+    # Leaving a setting at its default out of the recipe does not change the key.
+    recipe = copy.deepcopy(DEFAULT)
+    recipe["data"].update(trim_whitespace=False, drop_duplicates="none")
+    write_recipe(recipes, "d", recipe)
+    spelled_out = experiments(recipes, ["d"])["d"].wildcards["dataset"]
+    del recipe["data"]["trim_whitespace"], recipe["data"]["drop_duplicates"]
+    write_recipe(recipes, "e", recipe)
+    assert experiments(recipes, ["e"])["e"].wildcards["dataset"] == spelled_out
+
+
+def test_one_model_name_one_definition(recipes):
+    """A base model folder is refused rather than overwritten: in one run, and against a folder on disk."""
+    sample = {"path": str(ROOT / "data/raw/alpaca_zh_en_sample.json")}
+    write_recipe(recipes, "a", DEFAULT, data=sample)
+    write_recipe(recipes, "b", DEFAULT, data=sample, model={"dtype": "bfloat16"})
     with pytest.raises(
-        ConfigError, match="data 'alpaca-zh-en-sample' is defined differently in experiments a and b"
+        ConfigError, match="model 'smollm2-135m-instruct' is defined differently in experiments a"
     ):
         experiments(recipes, ["a", "b"])
-    write_recipe(recipes, "c", DEFAULT, data={"path": "other.json", "name": "other"})
-    found = experiments(recipes, ["a", "c"])
-    assert sorted(found.datasets) == ["alpaca-zh-en-sample", "other"]
-    assert found.split_settings("other", "seed42-eval32") == DEFAULT["split"]
+    folder = Path(layout.MODEL.format(model="smollm2-135m-instruct"))
+    folder.mkdir(parents=True)
+    made = {**DEFAULT["model"]["source"], "file": "/elsewhere/SmolLM2-135M-Instruct.Q4_1.gguf"}
+    (folder / "source.json").write_text(json.dumps({**made, "dtype": "float32", "trust_remote_code": False}))
+    experiments(recipes, ["a"]).check_sources()  # the same source (an older folder records a full path)
+    with pytest.raises(ConfigError, match="was made with dtype 'float32', the recipe asks for 'bfloat16'"):
+        experiments(recipes, ["b"]).check_sources()
 
 
 def test_duplicate_probes_are_refused(recipes):
@@ -128,10 +236,8 @@ def test_jobs_name_every_output_of_an_experiment_once(recipes):
     assert len(products) == len(set(products))
     assert "results/a--lora.r=4/eval/base/metrics.json" in products  # the shared base evaluation
     assert "results/a--lora.r=8/eval/tuned/scores.json" in products
-    assert (
-        "results/data/alpaca-zh-en-sample/seed42-eval32/smollm2-135m-instruct/eval.templated.jsonl"
-        in products
-    )
+    dataset = found[second].wildcards["dataset"]
+    assert f"results/data/{dataset}/seed42-eval32/smollm2-135m-instruct/eval.templated.jsonl" in products
     assert not any("{" in path for path in products)
     rules = {rule for rule, _ in found.jobs(second)}
     assert rules == set(layout.OUTPUTS) - {"summary", "manifest"}
@@ -177,17 +283,69 @@ def test_data_sources_reach_the_step_as_flags(recipes):
     del recipe["data"]["path"]
     write_recipe(recipes, "mix", recipe, data={"name": "mix", "sources": sources, "roles": {"user": ["q"]}})
     found = experiments(recipes, ["a", "mix"])
-    assert found.data_files("mix") == ["a.json"] and found.data_files("alpaca-zh-en-sample") == [
-        DEFAULT["data"]["path"]
-    ]
+    mix, sample = found["mix"].dataset, found["a"].dataset
+    assert found.data_files(mix) == ["a.json"] and found.data_files(sample) == [DEFAULT["data"]["path"]]
     assert found.sources("mix")[0] == "a.json"
-    flags = found.conversion_flags("mix")
+    flags = found.conversion_flags(mix)
     assert flags.startswith(
         """--source '{"columns": {"instruction": "prompt"}, "path": "a.json"}' --source"""
     )
     assert """--roles '{"user": ["q"]}'""" in flags and "--input" not in flags
-    assert found.conversion_flags("alpaca-zh-en-sample").startswith(f"--input {DEFAULT['data']['path']} ")
+    assert found.conversion_flags(sample).startswith(f"--input {DEFAULT['data']['path']} ")
     recipe["data"]["path"] = "b.json"
     write_recipe(recipes, "both", recipe, data={"name": "both", "sources": sources})
     with pytest.raises(ConfigError, match="data"):
         experiments(recipes, ["both"])
+
+
+def test_sources_that_cannot_work_are_named_before_any_job(recipes, tmp_path):
+    """check_sources (run when the DAG is built): the data file, eval_size against its records, the model."""
+    Path("data.json").write_text('[{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]')
+    Path("folder").mkdir()
+    cases = {
+        "dir": ({"data": {"path": "folder"}}, "data.path: folder is a directory, not a data file"),
+        "gone": ({"data": {"path": "gone.json"}}, "data.path: gone.json does not exist"),
+        "big": (
+            {"data": {"path": "data.json"}, "split": {"eval_size": 2}},
+            "split.eval_size: 2 records held out, but data.json has 2; give fewer, or a fraction below 1",
+        ),
+        "model": (
+            {"model": {"source": {"kind": "local", "path": "folder"}}},
+            "model.source.path: folder is not a model folder (no config.json there)",
+        ),
+        "package": (
+            {
+                "model": {
+                    "source": {
+                        "kind": "gguf",
+                        "package": "no_such_package_xyz",
+                        "file": "m.gguf",
+                        "sha256": "0" * 64,
+                    }
+                }
+            },
+            "model.source.package: no_such_package_xyz is not installed",
+        ),
+    }
+    for name, (changes, message) in cases.items():
+        sample = str(ROOT / "data/raw/alpaca_zh_en_sample.json")
+        write_recipe(recipes, name, DEFAULT, data={"name": name, "path": sample}, model={"name": name})
+        recipe = yaml.safe_load((recipes / f"{name}.yaml").read_text(encoding="utf-8"))
+        for section, values in changes.items():
+            recipe[section].update(values)
+        (recipes / f"{name}.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+        found = experiments(recipes, [name])
+        with pytest.raises(ConfigError) as raised:
+            found.check_sources()
+        assert str(raised.value).startswith(f"recipe {recipes / name}.yaml: {message}"), str(raised.value)
+    (Path("data.json")).write_text(json.dumps([{"instruction": "a", "output": "b"}] * 3))
+    experiments(recipes, ["big"]).check_sources()  # 2 of 3 held out: fine
+
+
+def test_a_missing_source_file_is_named_before_any_job(recipes):
+    recipe = copy.deepcopy(DEFAULT)
+    del recipe["data"]["path"]
+    sources = [{"path": str(ROOT / "data/raw/alpaca_zh_en_sample.json")}, {"path": "gone.json"}]
+    write_recipe(recipes, "mix", recipe, data={"name": "mix", "sources": sources})
+    with pytest.raises(ConfigError, match=r"data.sources\[1\].path: gone.json does not exist"):
+        experiments(recipes, ["mix"]).check_sources()

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import ROOT, run_script
@@ -43,14 +44,31 @@ def metrics(loss: float, hit: int, adapter: str | None) -> dict:
     }
 
 
-def scores(chrf: float, passed: bool) -> dict:
+TESTS = ["assert factorial(0) == 1", "assert factorial(5) == 120"]
+# A tested probe's outcome -> (status, detail, each test's error); score_answers.py writes them this way.
+OUTCOMES = {
+    "passed": ("passed", "", [None, None]),
+    "failed": ("failed", "RecursionError: maximum recursion", ["RecursionError: maximum recursion", None]),
+    "wrong function": (
+        "wrong function",
+        "the code defines no factorial() (it defines sum_power())",
+        ["not run", "not run"],
+    ),
+}
+
+
+def scores(chrf: float, outcome: str) -> dict:
+    status, detail, errors = OUTCOMES[outcome]
+    results = [{"test": t, "passed": e is None, "error": e} for t, e in zip(TESTS, errors, strict=True)]
     probe = {
         "id": "f",
         "prompt": "写阶乘",
-        "passed": passed,
-        "status": "passed" if passed else "failed",
-        "tests_passed": 2 if passed else 1,
-        "tests": 2,
+        "passed": outcome == "passed",
+        "status": status,
+        "detail": detail,
+        "tests_passed": sum(r["passed"] for r in results),
+        "tests": len(TESTS),
+        "test_results": results,
     }
     return {
         "probes_file": "config/probes.yaml",
@@ -64,8 +82,8 @@ def scores(chrf: float, passed: bool) -> dict:
         },
         "code": {
             "problems": 1,
-            "passed": int(passed),
-            "pass@1": float(passed),
+            "passed": int(outcome == "passed"),
+            "pass@1": float(outcome == "passed"),
             "limits": {"timeout_s": 10, "memory_mb": 512},
             "isolation": {"layers": ["process limits", "audit hook", "mount, pid and network namespaces"]},
             "per_probe": [probe],
@@ -73,12 +91,27 @@ def scores(chrf: float, passed: bool) -> dict:
     }
 
 
+# Answers as small models write them: leading and inner blank lines, code fences (one never closed), comment
+# lines that Markdown would take for headings, HTML that a page would take for markup, entities, table pipes.
+ANSWERS = {
+    "base": (
+        "```python\ndef factorial(n):\n    return n * factorial(n - 1)\n\n# Example usage:\n"
+        "print(factorial(5))  # Output: 120\n```\n\nIt returns </pre></td><td><pre> &quot;120&quot; | "
+        "<b>done</b> & [x](y) *z*"
+    ),
+    "tuned": (
+        "\n\ndef sum_power(n, k):\n    return n ** k if k &lt; 0 else 0\n```\n\n1. first\n- item\n\n"
+        "    indented & <script>document.body.remove()</script> ~~~\n````\n<!-- comment -->"
+    ),
+}
+
+
 def answers(model: str) -> list[dict]:
     return [
         {
             "id": i,
-            "prompt": f"q{i}",
-            "reference": f"ref {i}",
+            "prompt": f"q{i} <b>bold</b> &amp;",
+            "reference": f"ref {i}\n\n# heading?",
             "answer": f"{model} {i}",
             "hit_max_new_tokens": True,
         }
@@ -88,7 +121,7 @@ def answers(model: str) -> list[dict]:
 
 def probe_answers(model: str) -> list[dict]:
     return [
-        {"prompt": "写阶乘", "answer": f"{model} <answer>", "hit_max_new_tokens": False},
+        {"prompt": "写阶乘", "answer": ANSWERS[model], "hit_max_new_tokens": False},
         {"prompt": "Hello", "answer": f"{model} hi", "hit_max_new_tokens": True},
     ]
 
@@ -152,8 +185,8 @@ def report_arguments(tmp_path: Path) -> tuple[dict, dict]:
         ),
         "base_metrics": write(tmp_path / "bm.json", metrics(2.5, 2, None)),
         "tuned_metrics": write(tmp_path / "tm.json", metrics(1.5, 1, "results/x/train/adapter")),
-        "base_scores": write(tmp_path / "bs.json", scores(20.0, False)),
-        "tuned_scores": write(tmp_path / "ts.json", scores(50.0, True)),
+        "base_scores": write(tmp_path / "bs.json", scores(20.0, "failed")),
+        "tuned_scores": write(tmp_path / "ts.json", scores(50.0, "wrong function")),
         "base_generations": write(tmp_path / "bg.jsonl", probe_answers("base")),
         "tuned_generations": write(tmp_path / "tg.jsonl", probe_answers("tuned")),
         "base_eval_answers": write(tmp_path / "be.jsonl", answers("base")),
@@ -164,6 +197,7 @@ def report_arguments(tmp_path: Path) -> tuple[dict, dict]:
         "markdown": out / "report.md",
         "html": out / "report.html",
         "metrics_csv": out / "metrics.csv",
+        "metrics_json": out / "metrics.json",
         "curve": out / "loss_curve.png",
         "generations_csv": out / "generations.csv",
         "eval_answers_csv": out / "eval_answers.csv",
@@ -178,6 +212,25 @@ def make_report(inputs: dict, outputs: dict, *extra: str) -> None:
     run_script("make_report.py", "--experiment", "demo", *arguments, "--manifest", manifest, *extra)
 
 
+def rendered_markdown(path: Path):
+    """report.md as CommonMark (with tables) renders it: the library that renders Markdown on GitHub too."""
+    import lxml.html
+    from markdown_it import MarkdownIt
+
+    markup = MarkdownIt("commonmark").enable("table").render(path.read_text(encoding="utf-8"))
+    return lxml.html.fromstring(f"<div>{markup}</div>")
+
+
+def every_answer(outputs: dict) -> list[str]:
+    """Each text the report shows verbatim, in order: probe prompts and answers, eval prompts, references and
+    answers."""
+    with open(outputs["generations_csv"], newline="", encoding="utf-8") as handle:
+        probes = [[row["prompt"], row["base"], row["tuned"]] for row in csv.DictReader(handle)]
+    with open(outputs["eval_answers_csv"], newline="", encoding="utf-8") as handle:
+        records = [[r["prompt"], r["reference"], r["base"], r["tuned"]] for r in csv.DictReader(handle)]
+    return [text for row in probes + records for text in row]
+
+
 def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
     inputs, outputs = report_arguments(tmp_path)
     make_report(inputs, outputs)
@@ -185,7 +238,7 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
     with open(outputs["metrics_csv"], newline="") as handle:
         rows = {row["key"]: row for row in csv.DictReader(handle)}
     assert float(rows["eval_loss"]["difference"]) == -1.0
-    assert float(rows["chrf"]["difference"]) == 30.0 and float(rows["pass@1"]["tuned"]) == 1.0
+    assert float(rows["chrf"]["difference"]) == 30.0 and float(rows["pass@1"]["tuned"]) == 0.0
     assert int(rows["probe_hit_max"]["tuned"]) == 1 and int(rows["eval_hit_max"]["base"]) == 0
     assert rows["eval_loss"]["computed_on"] == "eval split: 10 records, 500 answer tokens"
     assert rows["bleu"]["computed_on"].startswith("first 2 eval records; greedy, max_new_tokens 12, stop at")
@@ -194,28 +247,55 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
         "(10 s, 512 MB; layers: process limits + audit hook + mount, pid and network namespaces)"
     ), "the isolation line: the layers the scores say were active"
     assert "tok:zh" in rows["bleu"]["computed_on"]
-    report = outputs["markdown"].read_text(encoding="utf-8")
-    assert "| eval loss (answer tokens) | 2.5000 | 1.5000 | -1.0000 | eval split: 10 records" in report
-    assert "| chrF | 20.0000 | 50.0000 | 30.0000 |" in report
-    assert "stop at `<|im_end|>`" in report and "<\\|im_end\\|>" in report, "pipes escaped in tables"
-    assert "| 写阶乘 | fail (1/2 tests; failed) | pass (2/2 tests; passed) |" in report
-    assert "12 records read, 11 kept, 1 rejected" in report
-    assert "trust_remote_code **on**" in report and "> **trust_remote_code is on**" in report
-    assert "[manifest.json](../manifest.json)" in report
+    dvc = json.loads(outputs["metrics_json"].read_text())
+    assert dvc["base"]["eval_loss"] == 2.5 and dvc["tuned"]["chrf"] == 50.0 and dvc["train_loss"] == 1.75
+
+    page = rendered_markdown(outputs["markdown"])
+    text = page.text_content()
     assert (
-        "(3 records trimmed), 1 placeholder inputs (2 emptied), drop_duplicates exact (1 dropped)" in report
+        "Headline: eval loss on the held-out answers" in text
+        and "from 2.5000 for the base model to 1.5000" in text
     )
-    assert "base &lt;answer&gt;" in report and "tuned hi" in report and "ref b" in report
-    assert "![training curves](loss_curve.png)" in report
-    assert "learning_rate: 3.0e-4" in report, "the recipe used is embedded verbatim"
+    table = [[cell.text_content() for cell in row.xpath("td")] for row in page.xpath("//table[1]/tbody/tr")]
+    assert table[0] == [
+        "eval loss (answer tokens)",
+        "2.5000",
+        "1.5000",
+        "-1.0000",
+        rows["eval_loss"]["computed_on"],
+    ]
+    assert table[2][:4] == ["chrF", "20.0000", "50.0000", "30.0000"]
+    assert "stop at <|im_end|>" in table[2][4], "the stop token shows as written"
+    # Why each code probe failed: the failed test and its error; code for another function, not "no code".
+    probes = [[cell.text_content() for cell in row.xpath("td")] for row in page.xpath("//table[2]/tbody/tr")]
+    assert probes == [
+        [
+            "写阶乘",
+            "fail (1/2 tests): assert factorial(0) == 1 → RecursionError: maximum recursion",
+            "fail (0/2 tests): the code defines no factorial() (it defines sum_power())",
+        ]
+    ]
+    assert "12 records read, 11 kept, 1 rejected" in text
+    assert "trust_remote_code is on" in text and "trust_remote_code on." in text
+    assert page.xpath("//a")[0].get("href") == "../manifest.json"
+    assert "(3 records trimmed), 1 placeholder inputs (2 emptied), drop_duplicates exact (1 dropped)" in text
+    assert [img.get("src") for img in page.xpath("//img")] == ["loss_curve.png"]
+    # Every answer is one code block holding exactly the answer: nothing in it became markup.
+    blocks = [block.text_content() for block in page.xpath("//pre/code")]
+    assert blocks[:-1] == [f"{answer}\n" for answer in every_answer(outputs)]
+    assert "learning_rate: 3.0e-4" in blocks[-1], "the recipe used is shown verbatim"
+    headings = [h.text_content() for h in page.xpath("//h1|//h2|//h3|//h4")]
+    assert not any("Example usage" in h or "heading?" in h for h in headings), headings
+    assert not page.xpath("//script|//b|//ol"), "no answer text became HTML or a list"
+
     assert outputs["curve"].read_bytes()[:4] == b"\x89PNG"
-    page = outputs["html"].read_text(encoding="utf-8")
-    assert "<td>写阶乘</td>" in page and 'src="data:image/png;base64,' in page
+    html = outputs["html"].read_text(encoding="utf-8")
+    assert 'src="data:image/png;base64,' in html and "<script>" not in html
     with open(outputs["eval_answers_csv"], newline="", encoding="utf-8") as handle:
         side_by_side = list(csv.DictReader(handle))
     assert [(r["reference"], r["base"], r["tuned"]) for r in side_by_side] == [
-        ("ref a", "base a", "tuned a"),
-        ("ref b", "base b", "tuned b"),
+        ("ref a\n\n# heading?", "base a", "tuned a"),
+        ("ref b\n\n# heading?", "base b", "tuned b"),
     ]
     experiment = json.loads(outputs["experiment_json"].read_text())
     assert experiment["settings"]["lora.r"] == 16 and experiment["overrides"] == {}
@@ -226,6 +306,48 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
         "eval_records": 2,
         "optimizer_steps": 2,
     }
+    assert experiment["training"] == {"train_loss": 1.75, "train_runtime_s": 4.0, "train_tokens": 100}
+
+
+@pytest.mark.browser
+def test_the_html_report_renders_in_a_browser(tmp_path, browser):
+    """report.html in headless chromium: one cell per answer holding exactly the answer, no markup or
+    entity shown as text anywhere else, every image loaded, every table row complete."""
+    inputs, outputs = report_arguments(tmp_path)
+    make_report(inputs, outputs)
+    page = browser(outputs["html"])
+
+    probes, records = page["answers"]
+    texts = every_answer(outputs)
+    assert [len(row) for row in probes] == [3, 3] and [len(row) for row in records] == [4, 4]
+    assert all(cell["pre"] == 1 for row in probes + records for cell in row), "one block per answer cell"
+    assert [cell["text"] for row in probes + records for cell in row] == texts
+    assert [cell["note"] for cell in probes[0][1:]] == [
+        "fail (1/2 tests): assert factorial(0) == 1 → RecursionError: maximum recursion",
+        "fail (0/2 tests): the code defines no factorial() (it defines sum_power())",
+    ]
+    outside = page["text_outside_answers"]
+    for markup in ("</pre>", "<td>", "<b>", "&quot;", "&lt;", "&amp;", "```"):
+        assert markup not in outside, f"{markup!r} shows as text outside the answers"
+    assert not any("Example usage" in heading for heading in page["headings"])
+    assert page["images"] and all(image["complete"] and image["width"] > 0 for image in page["images"])
+    assert page["values"][0] == {"header": 5, "cells": [5] * 8}, "the metrics table: 8 rows of 5 cells"
+
+
+def test_the_report_is_the_same_wherever_it_is_made(tmp_path):
+    """Two machines (folders), the same results but different speeds: byte-identical report.md and .html."""
+    made = []
+    for place, seconds in (("one", 4.0), ("two", 9.5)):
+        folder = tmp_path / place
+        folder.mkdir()
+        inputs, outputs = report_arguments(folder)
+        trained = json.loads(inputs["train_summary"].read_text())
+        write(inputs["train_summary"], {**trained, "train_runtime_s": seconds})
+        make_report(inputs, outputs)
+        made.append(outputs)
+    for name in ("markdown", "html", "curve", "metrics_csv"):
+        assert made[0][name].read_bytes() == made[1][name].read_bytes(), name
+    assert str(tmp_path) not in made[0]["markdown"].read_text(encoding="utf-8")
 
 
 def test_a_grid_cells_settings_are_reported(tmp_path):

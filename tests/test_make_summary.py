@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from conftest import run_script
+from conftest import ROOT, run_script
 
 METRIC_KEYS = ["eval_loss", "chrf", "pass@1", "eval_hit_max"]
 
@@ -17,12 +17,14 @@ def experiment(folder: Path, name: str, r: int, seed: int, losses: tuple[float, 
         "model.name": "tiny",
         "data.name": "small",
         "lora.r": r,
-        "lora.alpha": 32,
+        "lora.lora_alpha": 32,
         "training.learning_rate": 0.0003,
         "training.num_train_epochs": 1,
         "training.max_steps": 4,
         "training.seed": seed,
         "training.max_length": 128,
+        "training.per_device_train_batch_size": 4,
+        "training.gradient_accumulation_steps": 1,
     }
     record = {
         "experiment": name,
@@ -36,6 +38,7 @@ def experiment(folder: Path, name: str, r: int, seed: int, losses: tuple[float, 
             "eval_records": 8,
             "optimizer_steps": 4,
         },
+        "training": {"train_loss": losses[1] + 0.5, "train_runtime_s": 12.5 * r, "train_tokens": 1000},
     }
     (folder / "experiment.json").write_text(json.dumps(record))
     rows = [
@@ -53,10 +56,11 @@ def experiment(folder: Path, name: str, r: int, seed: int, losses: tuple[float, 
     return {"name": name, "folder": folder, "losses": losses, "chrf": chrf}
 
 
-def summarize(tmp_path: Path, experiments: list[dict]) -> dict[str, Path]:
+def summarize(tmp_path: Path, experiments: list[dict], *extra: str, cwd: Path = ROOT) -> dict[str, Path]:
     out = {ext: tmp_path / f"summary.{ext}" for ext in ("csv", "md", "tex", "html")}
     run_script(
         "make_summary.py",
+        *extra,
         "--experiment-json",
         *[e["folder"] / "experiment.json" for e in experiments],
         "--metrics-csv",
@@ -69,6 +73,7 @@ def summarize(tmp_path: Path, experiments: list[dict]) -> dict[str, Path]:
         out["tex"],
         "--html",
         out["html"],
+        cwd=cwd,
     )
     return out
 
@@ -89,6 +94,8 @@ def test_one_row_per_experiment_with_settings_and_metrics(tmp_path):
     assert rows[0]["lora.r"] == "4" and rows[1]["lora.r"] == "8"
     assert float(rows[0]["chrf_tuned"]) == 33.3 and rows[1]["chrf_tuned"] == ""
     assert "training.max_length" in rows[0], "a setting a grid varies gets a column"
+    assert float(rows[1]["train_loss"]) == 1.625 and float(rows[1]["train_runtime_s"]) == 100.0
+    assert rows[0]["training.per_device_train_batch_size"] == "4"
 
     markdown = out["md"].read_text()
     header = markdown.splitlines()[0]
@@ -112,4 +119,51 @@ def test_latex_tabular_is_escaped(tmp_path):
     assert "eval\\_loss\\_tuned" in latex and "chrf\\_tuned" in latex
     body = [line for line in latex.splitlines() if line.endswith("\\\\")]
     assert len(body) == 3, "a header and one row per experiment"
+    header = body[0].split(" & ")
+    # Readable: the experiment, the two settings that differ, the tuned model's headline metrics (eval loss,
+    # chrF, BLEU, ROUGE-L, pass@1: those of them that metrics.csv has).
+    assert header == [
+        "experiment",
+        "lora.r",
+        "training.seed",
+        "eval\\_loss\\_tuned",
+        "chrf\\_tuned",
+        "pass@1\\_tuned \\\\",
+    ], "eval_hit_max and the base values are not headline columns"
     assert "% Same in every row: model.name = tiny, data.name = small," in latex
+    assert "eval\\_loss\\_base" not in latex.split("\\begin{tabular}")[1], (
+        "a constant base value is a comment"
+    )
+
+
+def test_one_experiment_gives_a_narrow_table(tmp_path):
+    """One row: settings, counts and base values are notes; LaTeX: the experiment and the headline metrics."""
+    out = summarize(tmp_path, [experiment(tmp_path / "a", "only", 4, 1, (2.5, 1.25), 33.3)])
+    latex = out["tex"].read_text()
+    assert "\\begin{tabular}{lrrr}" in latex and "only & 1.2500 & 33.30 & 0.500 \\\\" in latex
+    assert "% Settings, counts and base-model values: model.name = tiny" in latex
+    header = out["md"].read_text().splitlines()[0]
+    assert header.startswith("| experiment | train_loss | train_runtime_s | eval_loss_tuned |")
+    assert "lora.r" not in header and "eval_loss_base" not in header
+
+
+def test_rows_of_experiments_finished_earlier_are_kept(tmp_path):
+    """A run that selects one experiment keeps the rows of the others whose reports are under results/."""
+    from alpaca_lora import layout
+
+    work = tmp_path / "work"
+    earlier = experiment(tmp_path / "earlier", "earlier", 8, 2, (2.5, 1.5), 20.0)
+    report = layout.files("report", experiment="earlier")
+    for path in report.values():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        source = earlier["folder"] / Path(path).name
+        (work / path).write_bytes(source.read_bytes() if source.exists() else b"")
+    unfinished = work / layout.files("report", experiment="unfinished")["experiment"]
+    unfinished.parent.mkdir(parents=True)
+    unfinished.write_text("{}")  # the rest of its report is missing: not a finished experiment
+    now = experiment(tmp_path / "now", "now", 4, 1, (2.5, 1.25), 33.3)
+    out = summarize(tmp_path, [now], "--keep-finished", cwd=work)
+    with open(out["csv"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["experiment"] for row in rows] == ["now", "earlier"]
+    assert float(rows[1]["chrf_tuned"]) == 20.0

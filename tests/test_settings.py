@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,25 @@ def test_the_settings_file_is_what_the_step_reads(tmp_path):
     config = train_lora.training_config(settings["training"], Path(tmp_path))
     assert config.packing is True and config.bf16 is True and config.completion_only_loss is True
     assert config.data_seed == recipe["training"]["seed"]
+
+
+def test_a_gpu_recipe_stops_on_a_machine_without_a_gpu(tmp_path, monkeypatch):
+    """bf16 or packing with a billion-parameter model and no GPU: one clear error, unless use_cpu is set."""
+    import train_lora
+
+    monkeypatch.setattr(train_lora, "has_accelerator", lambda: False)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "source.json").write_text(json.dumps({"parameters": 3_821_079_552}))
+    training = {"bf16": True, "packing": True}
+    with pytest.raises(
+        train_lora.StepError, match=r"3.8 billion parameters with training.bf16 and packing on"
+    ):
+        train_lora.refuse_cpu_at_scale(training, str(model))
+    train_lora.refuse_cpu_at_scale({**training, "use_cpu": True}, str(model))  # the user's override
+    train_lora.refuse_cpu_at_scale({"bf16": False, "packing": False}, str(model))  # a CPU recipe
+    (model / "source.json").write_text(json.dumps({"parameters": 134_515_008}))
+    train_lora.refuse_cpu_at_scale(training, str(model))  # small enough for a CPU
+    monkeypatch.setattr(train_lora, "has_accelerator", lambda: True)
+    (model / "source.json").write_text(json.dumps({"parameters": 3_821_079_552}))
+    train_lora.refuse_cpu_at_scale(training, str(model))  # a GPU machine

@@ -43,7 +43,7 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
     assert "写一个Python函数计算阶乘" in report
     # The factorial question's test result for both models, and the metrics with what they were computed on.
     factorial = next(line for line in report.splitlines() if line.startswith("| 写一个Python函数计算阶乘 |"))
-    assert factorial.count("/4 tests;") == 2
+    assert factorial.count("/4 tests)") == 2
     assert "| pass@1 (code probes) |" in report and "| chrF |" in report and "| ROUGE-L F1 (x100) |" in report
     assert "first 4 eval records; greedy, max_new_tokens 6" in report
     scores = json.loads((run / "eval" / "tuned" / "scores.json").read_text())
@@ -54,7 +54,8 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
     summary = (finished_run / "results" / "summary" / "summary.csv").read_text().splitlines()
     assert len(summary) == 2 and summary[1].startswith("tiny,")
     assert (run / "report" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = json.loads((finished_run / "results/data/small/convert_summary.json").read_text())
+    [converted] = (finished_run / "results/data/small").glob("*/convert_summary.json")
+    summary = json.loads(converted.read_text())
     assert summary["read"] == summary["kept"] + summary["rejected"] == 40
     for step in ["convert_to_messages", "prepare_base_model", "train_lora", "evaluate.base", "make_report"]:
         logs = list((finished_run / "results" / "logs").rglob(f"{step}.log"))
@@ -63,6 +64,23 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
 
 def test_second_run_has_nothing_to_do(finished_run):
     assert jobs_planned(finished_run) == {}
+
+
+def test_another_experiment_run_alone_overwrites_nothing_and_keeps_every_row(finished_run, tmp_path):
+    """After the finished run, a second recipe with the same data.name but other cleaning, run alone with
+    --config: the first experiment's data is untouched, and the summary keeps the first experiment's row."""
+    workdir = tmp_path / "work"
+    shutil.copytree(finished_run, workdir)  # modification times kept: Snakemake sees a finished run
+    recipe = yaml.safe_load((workdir / "config/recipes/tiny.yaml").read_text())
+    recipe["data"]["trim_whitespace"] = not recipe["data"]["trim_whitespace"]
+    recipe["training"]["max_steps"] = 2
+    (workdir / "config/recipes/other.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True))
+    before = {p: p.read_bytes() for p in (workdir / "results/data").rglob("*") if p.is_file()}
+    snakemake(workdir, "--config", "experiments=[other]")
+    assert all(path.read_bytes() == content for path, content in before.items())
+    assert len(list((workdir / "results/data/small").glob("*/messages.jsonl"))) == 2
+    with open(workdir / "results/summary/summary.csv", newline="") as handle:
+        assert [row["experiment"] for row in csv.DictReader(handle)] == ["other", "tiny"]
 
 
 def test_changing_an_evaluation_setting_reruns_evaluation_not_training(finished_run, tmp_path):
@@ -162,8 +180,22 @@ def test_a_bad_recipe_value_stops_before_any_job(finished_run):
     finally:
         recipe_file.write_text(original)
     assert result.returncode != 0
-    message = result.stdout + result.stderr
-    assert "learning_rte" in message and "tiny.yaml" in message
+    # One line: the file, the key, what is wrong, the closest valid key; no traceback, no heading.
+    said = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "workflow specific profile" not in line
+    ]
+    assert said == [
+        "recipe config/recipes/tiny.yaml: training.learning_rte: unknown key; did you mean learning_rate?"
+    ]
+
+
+def test_grid_values_on_the_command_line_read_as_yaml_1_2(finished_run):
+    """--config gives Snakemake every value as a string, and YAML 1.1 reads 1e-4 as one: both are numbers."""
+    grid = 'grids=[{"recipe": "tiny", "vary": {"training.learning_rate": [1e-4], "lora.r": [4]}}]'
+    result = snakemake(finished_run, "--dry-run", "--config", grid)
+    assert "results/tiny--training.learning_rate=0.0001--lora.r=4/train/adapter" in result.stdout
 
 
 def test_an_unknown_experiment_is_named(finished_run):
@@ -203,7 +235,7 @@ def test_the_recipe_as_written_runs_on_a_tiny_phi3(tmp_path, tiny_phi3, small_al
     assert set(adapter["target_modules"]) == linear - {"lm_head"} and len(linear) >= 8
     # bf16 and packing took effect: the frozen weights trained in bf16, and records shared sequences.
     summary = json.loads((workdir / "results/phi/train/summary.json").read_text())
-    split = json.loads(next((workdir / "results/data/small").glob("*/split_summary.json")).read_text())
+    split = json.loads(next((workdir / "results/data/small").glob("*/*/split_summary.json")).read_text())
     assert summary["base_dtype"] == "torch.bfloat16"
     assert summary["train_sequences"] < split["train"]
     assert (workdir / "results/phi/report/report.md").exists()
@@ -337,6 +369,39 @@ def test_manifest_hashes_every_input_and_output(second_run, small_alpaca, tiny_l
     assert "[manifest.json](../manifest.json)" in report
 
 
+def test_the_report_is_the_same_on_two_machines(finished_run, second_run):
+    """The same run in another folder (another machine, another speed): the same report, byte for byte, and
+    no path of either machine in the report, the manifest or the model's source.json."""
+    workdir, _ = second_run
+    report = Path("results/tiny/report")
+    for name in ("report.md", "report.html", "loss_curve.png", "metrics.csv", "metrics.json"):
+        assert (workdir / report / name).read_bytes() == (finished_run / report / name).read_bytes(), name
+    for path in (report / "report.md", report / "report.html", "results/tiny/manifest.json"):
+        text = (workdir / path).read_text(encoding="utf-8")
+        assert str(workdir) not in text and "/.venv/" not in text and "site-packages" not in text, path
+    assert str(workdir) not in (workdir / "results/models/tiny/source.json").read_text()
+
+
+@pytest.mark.browser
+def test_the_report_of_a_real_run_renders_in_a_browser(finished_run, browser):
+    run = finished_run / "results" / "tiny"
+    page = browser(run / "report" / "report.html")
+    generations = {
+        which: [
+            json.loads(line) for line in (run / "eval" / which / "generations.jsonl").read_text().splitlines()
+        ]
+        for which in ("base", "tuned")
+    }
+    probes, records = page["answers"]
+    assert [[cell["text"] for cell in row] for row in probes] == [
+        [base["prompt"], base["answer"], tuned["answer"]]
+        for base, tuned in zip(generations["base"], generations["tuned"], strict=True)
+    ]
+    assert len(records) == 4 and all(len(row) == 4 for row in records)
+    assert all(cell["pre"] == 1 for row in probes + records for cell in row)
+    assert page["images"] and all(image["complete"] and image["width"] > 0 for image in page["images"])
+
+
 def test_manifest_outside_git_says_so(finished_run):
     manifest = json.loads((finished_run / "results/tiny/manifest.json").read_text(encoding="utf-8"))
     assert manifest["code"]["commit"] is None and "not a git work tree" in manifest["code"]["note"]
@@ -375,14 +440,41 @@ def test_the_hub_token_never_reaches_a_file_or_the_console(second_run):
 
 def test_bad_data_stops_the_run_before_training(tmp_path, tiny_llama):
     bad = ROOT / "tests" / "bad_inputs" / "missing_output.json"
-    workdir = make_workdir(tmp_path, {"bad": tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, bad)})
+    recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, bad)
+    recipe["split"]["eval_size"] = 0.5  # the file has 3 records: a count of 8 would stop the run earlier
+    workdir = make_workdir(tmp_path, {"bad": recipe})
     result = snakemake(workdir, check=False)
     assert result.returncode != 0
     expected = f"{bad}: record 1: field 'output': missing"
     assert expected in result.stdout + result.stderr
-    assert expected in (workdir / "results/logs/data/small/convert_to_messages.log").read_text()
+    [log] = (workdir / "results/logs/data/small").glob("*/convert_to_messages.log")
+    assert expected in log.read_text()
     assert not (workdir / "results" / "bad" / "train" / "adapter").exists()
     assert not list(workdir.rglob("train_lora.log")), "training must not have started"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": {"path": "data"}}, "data.path: data is a directory, not a data file"),
+        ({"split": {"eval_size": 40}}, "split.eval_size: 40 records held out, but "),
+        (
+            {"model": {"source": {"kind": "local", "path": "no/such/model"}}},
+            "model.source.path: no/such/model is",
+        ),
+    ],
+)
+def test_a_value_that_cannot_work_stops_before_any_job(tmp_path, tiny_llama, small_alpaca, change, message):
+    """Values that pass the schema but cannot work stop the run when the DAG is built: one line, no job."""
+    recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, small_alpaca)
+    for section, values in change.items():
+        recipe[section].update(values)
+    workdir = make_workdir(tmp_path, {"bad": recipe})
+    (workdir / "data").mkdir()
+    result = snakemake(workdir, check=False)
+    said = [line for line in (result.stdout + result.stderr).splitlines() if "workflow specific" not in line]
+    assert result.returncode == 1 and len(said) == 1 and message in said[0], said
+    assert not (workdir / "results").exists(), "no job ran"
 
 
 def test_a_step_killed_mid_write_leaves_nothing_trusted(tmp_path, tiny_llama):
@@ -396,8 +488,12 @@ def test_a_step_killed_mid_write_leaves_nothing_trusted(tmp_path, tiny_llama):
     workdir = make_workdir(
         tmp_path, {"big": tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, data)}
     )
-    folder = workdir / "results" / "data" / "small"
-    target = "results/data/small/messages.jsonl"
+    from alpaca_lora.experiments import Experiments
+
+    config = {"experiments": ["big"], "recipes_dir": str(workdir / "config/recipes")}
+    dataset = Experiments(config, schemas=workdir / "workflow/schemas")["big"].wildcards["dataset"]
+    folder = workdir / "results" / "data" / dataset
+    target = f"results/data/{dataset}/messages.jsonl"
     process = subprocess.Popen(
         [SNAKEMAKE, "--cores", "1", target],
         cwd=workdir,

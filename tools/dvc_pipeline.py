@@ -34,8 +34,9 @@ STAGE_CMD = "snakemake --cores all"
 # What decides the results besides the recipes (params) and the data files (found in the DAG). The tools/
 # folder is not among them: recording must not make the pipeline look changed.
 CODE_DEPS = ["Snakefile", "workflow", "scripts", "src", "config/config.yaml"]
-# Outputs DVC shows with `dvc metrics` and `dvc plots`.
-METRICS = [layout.glob("evaluate", "metrics"), layout.glob("train_lora", "summary")]
+# Outputs DVC shows with `dvc metrics` (a few numbers per experiment: the report's metrics.json; the step
+# summaries hold hashes and settings that would make `dvc metrics show` a table of hashes) and `dvc plots`.
+METRICS = [layout.glob("report", "metrics_json")]
 PLOTS = {layout.glob("train_lora", "history"): {"x": "step", "y": ["loss", "eval_loss"]}}
 HEADER = """\
 # Written by `make record` (tools/dvc_pipeline.py) from Snakemake's DAG: edit the workflow, not this file.

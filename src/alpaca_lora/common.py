@@ -1,6 +1,10 @@
-"""Small helpers shared by the step scripts: logging, JSON Lines I/O, hashing, atomic writes.
+"""Small helpers shared by the step scripts: logging and error handling (`step`), JSON Lines I/O, hashing,
+atomic writes, YAML with YAML 1.2 numbers.
 
-Every step script imports this module; nothing here knows about Snakemake.
+Every step script imports this module; nothing here knows about Snakemake. Each script's main() runs inside
+`with step(name, args.log_file):`, so that every step logs to its own log file, and a failure ends in one
+logged line (an expected error: bad input, a missing file) or a logged traceback (a bug), never in a log that
+says nothing.
 """
 
 from __future__ import annotations
@@ -54,6 +58,38 @@ def setup_logging(name: str, log_file: str | None = None) -> logging.Logger:
     return logger
 
 
+class StepError(ValueError):
+    """An expected failure (bad input, a setting that cannot work): logged as one line, no traceback."""
+
+
+# Failures whose message says all (the file and what is wrong with it): one line in the log, exit status 1.
+EXPECTED_ERRORS = (StepError, OSError, yaml.YAMLError)
+
+
+@contextmanager
+def step(name: str, log_file: str | None = None) -> Iterator[logging.Logger]:
+    """Run a step's body with logging set up; log how it failed, to the step's log file too, then exit 1.
+
+    An expected error (StepError, a missing or unreadable file, `raise SystemExit("message")`) is one
+    ERROR line; anything else is a bug and is logged with its traceback. An exit status (SystemExit with a
+    number, e.g. 143 after SIGTERM) passes through unchanged.
+    """
+    logger = setup_logging(name, log_file)
+    try:
+        yield logger
+    except EXPECTED_ERRORS as error:
+        logger.error("%s", " ".join(str(error).split()))  # one line, even for YAML's multi-line messages
+        raise SystemExit(1) from None
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            logger.error("%s", " ".join(stop.code.split()))
+            raise SystemExit(1) from None
+        raise
+    except Exception:
+        logger.exception("%s failed unexpectedly (a bug: please report it with this log)", name)
+        raise SystemExit(1) from None
+
+
 def add_log_argument(parser) -> None:
     parser.add_argument("--log-file", help="also write the log to this file (the console always gets it)")
 
@@ -94,7 +130,7 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
             try:
                 yield orjson.loads(line)
             except orjson.JSONDecodeError as error:
-                raise ValueError(f"{path}: line {line_number}: invalid JSON: {error}") from error
+                raise StepError(f"{path}: line {line_number}: invalid JSON: {error}") from error
 
 
 def _current_umask() -> int:
@@ -226,6 +262,30 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=YamlLoader)
 
 
+# YAML 1.2 core-schema scalars. Snakemake reads config.yaml as YAML 1.1 (1e-4 is a string) and the values of
+# --config with every scalar a string (lora.r=[4, 8] gives "4" and "8"): yaml12_scalars reads them again.
+_YAML12_SCALARS = [
+    (re.compile(r"[-+]?[0-9]+"), int),
+    (re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"), float),
+    (re.compile(r"true|True|TRUE"), lambda _: True),
+    (re.compile(r"false|False|FALSE"), lambda _: False),
+]
+
+
+def yaml12_scalars(value: Any) -> Any:
+    """A value (lists and dicts throughout) with each string that YAML 1.2 reads as a number or boolean
+    turned into one: "1e-4" -> 0.0001, "8" -> 8, "true" -> True; other strings stay."""
+    if isinstance(value, list):
+        return [yaml12_scalars(item) for item in value]
+    if isinstance(value, dict):
+        return {key: yaml12_scalars(item) for key, item in value.items()}
+    if isinstance(value, str):
+        for pattern, convert in _YAML12_SCALARS:
+            if pattern.fullmatch(value):
+                return convert(value)
+    return value
+
+
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
@@ -253,3 +313,12 @@ def loss_pair(record: dict, eos_token: str | None) -> tuple[str, str]:
     if eos_token and completion.rstrip().endswith(eos_token):
         completion = completion.rstrip()
     return prompt, completion
+
+
+def module_help(doc: str | None) -> argparse.ArgumentParser:
+    """`python -m alpaca_lora.<module> --help`: a library module says what it holds and who uses it."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+if __name__ == "__main__":
+    module_help(__doc__ + "\nA library for scripts/*.py and the workflow: nothing to run.").parse_args()

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alpaca_lora.common import sha256_file
+from alpaca_lora.common import StepError, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ INT_RANGE = (-(2**63), 2**64 - 1)  # what JSON readers with 64-bit integers (orj
 MEMORY_PER_INPUT_BYTE = 5
 
 
-class InputError(ValueError):
+class InputError(StepError):
     """Input that cannot be used at all, or too many bad records: the step stops."""
 
 

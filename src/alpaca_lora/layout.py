@@ -3,7 +3,8 @@
 The rules (workflow/rules/*.smk) take their outputs, logs and benchmarks from here; the manifest, the DVC
 tooling, the docs' map and the tests find the same files through the same patterns. Wildcards:
 
-  {dataset}     data.name of a recipe            {model}  model.name of a recipe
+  {dataset}     <data.name>/<key of the data settings>: Experiments.dataset_id
+                                                 {model}  model.name of a recipe
   {split}       seed<split.seed>-eval<eval_size>  {part}   train | eval
   {experiment}  a recipe or grid-cell name        {which}  base | tuned
 
@@ -51,6 +52,7 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "markdown": f"{RUN}/report/report.md",
         "html": f"{RUN}/report/report.html",
         "metrics": f"{RUN}/report/metrics.csv",
+        "metrics_json": f"{RUN}/report/metrics.json",
         "curve": f"{RUN}/report/loss_curve.png",
         "generations": f"{RUN}/report/generations.csv",
         "eval_answers": f"{RUN}/report/eval_answers.csv",
@@ -109,3 +111,32 @@ def glob(rule: str, name: str) -> str:
     import re
 
     return re.sub(r"\{[a-z_]+\}", "*", OUTPUTS[rule][name])
+
+
+def finished_reports(root: str = ".") -> dict[str, dict[str, str]]:
+    """Experiment -> its report's files, for every experiment under results/ whose report is complete
+    (paths relative to `root`, the working directory of a run)."""
+    from pathlib import Path
+
+    found = {}
+    for path in sorted(Path(root).glob(glob("report", "experiment"))):
+        name = path.relative_to(root).parts[1]
+        report = files("report", experiment=name)
+        if all((Path(root) / file).exists() for file in report.values()):
+            found[name] = report
+    return found
+
+
+def main() -> None:
+    """Print every output pattern, log and benchmark file, by rule."""
+    from alpaca_lora.common import module_help
+
+    module_help(__doc__ + "\nRun without arguments: every path pattern, by rule.").parse_args()
+    for rule, outputs in OUTPUTS.items():
+        print(f"{rule}:")
+        for name, pattern in {**outputs, "log": log(rule), "benchmark": benchmark(rule)}.items():
+            print(f"  {name:14} {pattern}")
+
+
+if __name__ == "__main__":
+    main()

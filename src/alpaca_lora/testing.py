@@ -206,3 +206,9 @@ def make_workdir(tmp_path: Path, recipes: dict[str, dict]) -> Path:
     config = {"experiments": list(recipes), "recipes_dir": "config/recipes"}
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     return workdir
+
+
+if __name__ == "__main__":
+    from alpaca_lora.common import module_help
+
+    module_help(__doc__ + "\nA library: nothing to run.").parse_args()

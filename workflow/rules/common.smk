@@ -20,12 +20,24 @@ os.environ["PATH"] = os.pathsep.join(
     [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
 )
 
+# Where the config came from, for error messages: the config files, and --config.
+CONFIG_SOURCES = " + ".join(
+    [
+        *map(str, workflow.configfiles),
+        *(["--config"] if workflow.config_settings.config else []),
+    ]
+)
+
 try:
     EXPERIMENTS = Experiments(
-        config, schemas=Path(workflow.basedir) / "workflow/schemas"
+        config,
+        schemas=Path(workflow.basedir) / "workflow/schemas",
+        config_file=CONFIG_SOURCES,
     )
+    EXPERIMENTS.check_sources()
 except ConfigError as error:
-    raise WorkflowError(str(error)) from None
+    # One line, the file and the key: no traceback, no heading (a WorkflowError would print both).
+    sys.exit(str(error))
 
 
 wildcard_constraints:

@@ -2,6 +2,7 @@ rule report:
     input:
         unpack(report_inputs),
         script=script_path("make_report"),
+        renderer=package_path("document"),
     output:
         markdown=layout.output("report", "markdown"),
         html=report(
@@ -34,6 +35,7 @@ rule report:
             category="{experiment}",
             labels={"experiment": "{experiment}", "figure": "eval answers"},
         ),
+        metrics_json=layout.output("report", "metrics_json"),
         experiment=layout.output("report", "experiment"),
     log:
         layout.log("report"),
@@ -56,6 +58,7 @@ rule report:
         " --base-eval-answers {input.base_eval_answers:q}"
         " --tuned-eval-answers {input.tuned_eval_answers:q}"
         " --markdown {output.markdown:q} --html {output.html:q} --metrics-csv {output.metrics:q}"
+        " --metrics-json {output.metrics_json:q}"
         " --curve {output.curve:q} --generations-csv {output.generations:q}"
         " --eval-answers-csv {output.eval_answers:q} --experiment-json {output.experiment:q}"
         " --manifest {params.manifest:q} --log-file {log:q}"
@@ -65,6 +68,7 @@ rule summary:
     input:
         unpack(summary_inputs),
         script=script_path("make_summary"),
+        renderer=package_path("document"),
     output:
         csv=report(
             layout.output("summary", "csv"),
@@ -93,5 +97,5 @@ rule summary:
         "../../environment.yml"
     shell:
         "python {input.script:q} --experiment-json {input.experiment:q}"
-        " --metrics-csv {input.metrics:q} --csv {output.csv:q} --markdown {output.markdown:q}"
+        " --metrics-csv {input.metrics:q} --keep-finished --csv {output.csv:q} --markdown {output.markdown:q}"
         " --latex {output.latex:q} --html {output.html:q} --log-file {log:q}"
