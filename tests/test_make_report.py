@@ -57,9 +57,18 @@ OUTCOMES = {
 }
 
 
+def failure_of(error: str | None) -> dict:
+    """ "RecursionError: maximum recursion" -> kind and message; "not run" has no message."""
+    if error is None:
+        return {"kind": None, "message": ""}
+    kind, _, message = error.partition(": ")
+    return {"kind": kind, "message": message}
+
+
 def scores(chrf: float, outcome: str) -> dict:
     status, detail, errors = OUTCOMES[outcome]
-    results = [{"test": t, "passed": e is None, "error": e} for t, e in zip(TESTS, errors, strict=True)]
+    # Each test's result as the sandbox writes it: a failure kind and its bounded message.
+    results = [{"test": t, "passed": e is None, **failure_of(e)} for t, e in zip(TESTS, errors, strict=True)]
     probe = {
         "id": "f",
         "prompt": "写阶乘",

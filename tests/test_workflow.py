@@ -477,6 +477,14 @@ def test_a_value_that_cannot_work_stops_before_any_job(tmp_path, tiny_llama, sma
     assert not (workdir / "results").exists(), "no job ran"
 
 
+def dataset_of(workdir: Path, experiment: str) -> str:
+    """The keyed data folder name (results/data/<name>/<key>) the workflow gives an experiment's data."""
+    from alpaca_lora.experiments import Experiments
+
+    config = {"experiments": [experiment], "recipes_dir": str(workdir / "config/recipes")}
+    return Experiments(config, schemas=workdir / "workflow/schemas")[experiment].wildcards["dataset"]
+
+
 def test_a_step_killed_mid_write_leaves_nothing_trusted(tmp_path, tiny_llama):
     """SIGKILL (no cleanup at all) while the conversion writes: no output appears; a rerun redoes the step."""
     records = [
@@ -488,10 +496,7 @@ def test_a_step_killed_mid_write_leaves_nothing_trusted(tmp_path, tiny_llama):
     workdir = make_workdir(
         tmp_path, {"big": tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, data)}
     )
-    from alpaca_lora.experiments import Experiments
-
-    config = {"experiments": ["big"], "recipes_dir": str(workdir / "config/recipes")}
-    dataset = Experiments(config, schemas=workdir / "workflow/schemas")["big"].wildcards["dataset"]
+    dataset = dataset_of(workdir, "big")
     folder = workdir / "results" / "data" / dataset
     target = f"results/data/{dataset}/messages.jsonl"
     process = subprocess.Popen(
@@ -536,9 +541,12 @@ def test_several_sources_and_a_hub_dataset_make_one_dataset(tmp_path, tiny_llama
         {"hub": {"repo_id": "tester/tiny-alpaca", "revision": HUB_COMMIT, "split": "train"}},
     ]
     workdir = make_workdir(tmp_path, {"mix": recipe})
-    target = "results/data/small/messages.jsonl"
+    dataset = dataset_of(workdir, "mix")
+    target = f"results/data/{dataset}/messages.jsonl"
     snakemake(workdir, target, env=workflow_env(HF_DATASETS_CACHE=str(hub_cache)))
-    summary = json.loads((workdir / "results/data/small/convert_summary.json").read_text(encoding="utf-8"))
+    summary = json.loads(
+        (workdir / f"results/data/{dataset}/convert_summary.json").read_text(encoding="utf-8")
+    )
     assert [s["kept"] for s in summary["sources"]] == [40, 5, 5]
     assert summary["sources"][2]["resolved_commit"] == HUB_COMMIT
     assert (summary["read"], summary["kept"], summary["sampled_out"]) == (55, 50, 5)

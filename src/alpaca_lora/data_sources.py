@@ -493,3 +493,9 @@ def load_source(source: Source) -> Loaded:
     if suffix in (".csv", ".tsv"):
         return load_csv(path, "," if suffix == ".csv" else "\t")
     return load_json(path)
+
+
+if __name__ == "__main__":
+    from alpaca_lora.common import module_help
+
+    module_help(__doc__ + "\nA library for scripts/convert_to_messages.py: nothing to run.").parse_args()
