@@ -4,6 +4,9 @@ was computed on), code probes with why a test failed, data counts, the model, tr
 model at step 0), probe answers with their test results and eval answers beside their references, all side
 by side, and the settings used (the recipe file, plus a grid cell's changes).
 
+With --base-lm-eval and --tuned-lm-eval (run_lm_eval.py's results), the table gains a row per metric of
+each lm-evaluation-harness task the recipe names, and the report a section with every task and group.
+
 Files: report.md (Markdown) and report.html (the same content, self-contained with the curves embedded: the
 page that `snakemake --report` shows), both built from one document (alpaca_lora.document) in which every
 answer is text, never markup; loss_curve.png, metrics.csv, generations.csv, eval_answers.csv; metrics.json
@@ -122,8 +125,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(a grid cell); default: the recipe file as it is",
     )
     parser.add_argument("--manifest", help="the experiment's manifest.json, to link (not read)")
+    for side in SIDES:
+        parser.add_argument(
+            f"--{side}-lm-eval", help=f"lm-eval results JSON of the {side} model (run_lm_eval.py), if any"
+        )
     add_log_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.base_lm_eval is None) != (args.tuned_lm_eval is None):
+        parser.error("--base-lm-eval and --tuned-lm-eval go together")
+    return args
 
 
 def read_history(path: str) -> list[dict]:
@@ -239,6 +249,45 @@ def metric_rows(metrics: dict[str, dict], scores: dict[str, dict], probes_file: 
             f"{base['probes']} probe answers; {greedy}",
         ),
     ]
+
+
+def lm_eval_headline(results: dict) -> list[str]:
+    """The tasks and groups the recipe named that have numbers (a tag's: every task it stands for)."""
+    named = [task for task in results["settings"]["tasks"] if task in results["tasks"]]
+    return named if len(named) == len(results["settings"]["tasks"]) else list(results["tasks"])
+
+
+def lm_eval_text(results: dict, task: str) -> str:
+    """What one lm-eval number was computed on."""
+    entry, settings = results["tasks"][task], results["settings"]
+    shots = entry["num_fewshot"] if entry["num_fewshot"] is not None else settings["num_fewshot"]
+    counted = f"{entry['samples']} of {entry['documents']} documents" if entry["samples"] else "all documents"
+    template = "on" if settings["apply_chat_template"] else "off"
+    return (
+        f"lm-eval {results['lm_eval_version']} task {task} (version {entry['version']}): {counted}, "
+        f"{shots}-shot, chat template {template}"
+    )
+
+
+def lm_eval_rows(lm_eval: dict[str, dict]) -> list[dict]:
+    """One base-vs-tuned row per metric of each task the recipe named, with lm-eval's standard errors."""
+    rows = []
+    for task in lm_eval_headline(lm_eval["base"]):
+        for metric, base in lm_eval["base"]["tasks"][task]["metrics"].items():
+            tuned = lm_eval["tuned"]["tasks"][task]["metrics"][metric]
+            errors = ", ".join(f"{m} {v['stderr']:.4f}" for m, v in (("base", base), ("tuned", tuned)) if v["stderr"])
+            rows.append(
+                {
+                    "key": f"lm_eval:{task}:{metric}",
+                    "metric": f"{task} {metric} (lm-eval)",
+                    "base": base["value"],
+                    "tuned": tuned["value"],
+                    "difference": tuned["value"] - base["value"],
+                    "computed_on": lm_eval_text(lm_eval["base"], task)
+                    + (f"; standard error {errors}" if errors else ""),
+                }
+            )
+    return rows
 
 
 def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
@@ -398,6 +447,39 @@ def comparison_section(rows: list[dict], probes: list[dict], metrics: dict[str, 
     ]
 
 
+def lm_eval_section(lm_eval: dict[str, dict] | None) -> list[Block]:
+    """Every lm-eval task and group with numbers, base and tuned, value ± lm-eval's standard error."""
+    if not lm_eval:
+        return []
+    base, tuned = lm_eval["base"], lm_eval["tuned"]
+    settings = base["settings"]
+
+    def shown(value: dict) -> str:
+        return f"{value['value']:.4f}" + (f" ± {value['stderr']:.4f}" if value["stderr"] else "")
+
+    rows = [
+        {
+            "task": task,
+            "metric": metric,
+            "n": entry["samples"],
+            "shots": entry["num_fewshot"],
+            "base": shown(value),
+            "tuned": shown(tuned["tasks"][task]["metrics"][metric]),
+        }
+        for task, entry in base["tasks"].items()
+        for metric, value in entry["metrics"].items()
+    ]
+    columns = [Column(key, key) for key in ("task", "metric", "n", "shots", "base", "tuned")]
+    limit = settings["limit"] if settings["limit"] is not None else "all"
+    text = (
+        f"EleutherAI lm-evaluation-harness {base['lm_eval_version']} (model hf, the tuned model with peft=the "
+        f"adapter): tasks {', '.join(settings['tasks'])}; documents per task: {limit}; chat template "
+        f"{'on' if settings['apply_chat_template'] else 'off'}; seed {settings['seed']}. ± is lm-eval's "
+        "standard error; n is the documents scored."
+    )
+    return [Heading(3, "lm-evaluation-harness"), Paragraph([text]), Table(columns, rows)]
+
+
 def data_section(converted: dict, split: dict) -> list[Block]:
     counts = (
         f" (sha256 {converted['input_sha256'][:16]}…): {converted['read']} records read, "
@@ -505,11 +587,13 @@ def document(
     probes: list[dict],
     answers: list[dict],
     metrics: dict[str, dict],
+    lm_eval: dict[str, dict] | None = None,
 ) -> list[Block]:
     source = read_json(args.model_source)
     return [
         *title_section(args, recipe, source),
         *comparison_section(rows, probes, metrics),
+        *lm_eval_section(lm_eval),
         *data_section(read_json(args.convert_summary), read_json(args.split_summary)),
         *model_section(source),
         *training_section(args, read_json(args.train_summary)),
@@ -538,6 +622,8 @@ def main(argv: list[str] | None = None) -> None:
         tests = {m: {p["prompt"]: p for p in scores[m]["code"]["per_probe"]} for m in SIDES}
 
         rows = metric_rows(metrics, scores, scores["base"]["probes_file"])
+        lm_eval = {m: read_json(getattr(args, f"{m}_lm_eval")) for m in SIDES} if args.base_lm_eval else None
+        rows += lm_eval_rows(lm_eval) if lm_eval else []
         probes = probe_rows(generations, tests)
         answer_rows = eval_answer_rows(answers, scores)
         plot_curves(read_history(args.history), {m: metrics[m]["eval_loss"] for m in SIDES}, args.curve)
@@ -546,7 +632,7 @@ def main(argv: list[str] | None = None) -> None:
         write_csv(args.eval_answers_csv, answer_rows, EVAL_ANSWER_COLUMNS)
         write_json(args.metrics_json, dvc_metrics(rows, read_json(args.train_summary)))
         write_json(args.experiment_json, experiment_record(args, recipe, overrides))
-        blocks = document(args, recipe, overrides, rows, probes, answer_rows, metrics)
+        blocks = document(args, recipe, overrides, rows, probes, answer_rows, metrics, lm_eval)
         write_text(args.markdown, to_markdown(blocks))
         write_text(args.html, to_html(blocks, f"Experiment {args.experiment}"))
         log.info("Wrote %s and %s", args.markdown, args.html)

@@ -61,8 +61,10 @@ METRIC_FORMATS = {
     "eval_hit_max": number(0),
     "probe_hit_max": number(0),
 }
-# The LaTeX table's metrics (the tuned model's; base values that differ between rows too).
+# The LaTeX table's metrics (the tuned model's; base values that differ between rows too), and every
+# lm-evaluation-harness metric (keys lm_eval:<task>:<metric>, shown with 4 decimals).
 LATEX_METRICS = ["eval_loss", "chrf", "bleu", "rougeL", "pass@1"]
+LM_EVAL_PREFIX = "lm_eval:"
 # metrics.csv columns that are not values of a model.
 DESCRIPTIVE = {"key", "metric", "difference", "computed_on"}
 
@@ -105,6 +107,14 @@ def value(text: str) -> int | float | str | None:
     return text
 
 
+def metric_format(key: str):
+    return METRIC_FORMATS.get(key, number(4) if key.startswith(LM_EVAL_PREFIX) else plain)
+
+
+def in_latex(key: str) -> bool:
+    return key in LATEX_METRICS or key.startswith(LM_EVAL_PREFIX)
+
+
 def summary_table(experiments: list[dict], tables: list[list[dict]]) -> tuple[Table, dict[str, list[str]]]:
     """Every column (settings, counts, training, each metric's value per model), and per metric the distinct
     descriptions of what it was computed on."""
@@ -124,7 +134,7 @@ def summary_table(experiments: list[dict], tables: list[list[dict]]) -> tuple[Ta
             for side in (name for name in metric if name not in DESCRIPTIVE):
                 row[f"{metric['key']}_{side}"] = value(metric[side])
                 if not any(column.key == f"{metric['key']}_{side}" for column in columns):
-                    shown = METRIC_FORMATS.get(metric["key"], plain)
+                    shown = metric_format(metric["key"])
                     columns.append(Column(f"{metric['key']}_{side}", f"{metric['key']}_{side}", shown, True))
             described = computed_on.setdefault(metric["key"], [])
             if metric["computed_on"] not in described:
@@ -150,8 +160,8 @@ def computed_notes(computed_on: dict[str, list[str]]) -> list[str]:
 
 def latex_table(table: Table, computed_on: dict[str, list[str]]) -> str:
     """The experiment, the settings that differ, the tuned model's headline metrics; the rest as comments."""
-    metrics = {f"{key}_tuned" for key in LATEX_METRICS}
-    headline = [c for c in table.columns if c.key in metrics or c.key.removesuffix("_base") in LATEX_METRICS]
+    metrics = {c.key for c in table.columns if c.key.endswith("_tuned") and in_latex(c.key[: -len("_tuned")])}
+    headline = [c for c in table.columns if c.key in metrics or in_latex(c.key.removesuffix("_base"))]
     settings = [c for c in table.columns if c not in headline and "." in c.key]
     narrow = Table([table.columns[0], *settings, *headline], table.rows)
     narrow, notes = split_constant(narrow, keep=metrics)

@@ -28,8 +28,10 @@ from alpaca_lora.common import canonical_json, load_yaml, sha256_text, yaml12_sc
 SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 # Evaluation settings read by the scoring step (recipe key -> its flag), not by generation.
 SCORING_KEYS = {"code_timeout_s": "timeout_s", "code_memory_mb": "memory_mb", "code_packages": "packages"}
+# Evaluation sections that other steps read (generation gets none of them).
+OTHER_EVALUATIONS = {"lm_eval"}
 # Flags given once per value (--prompt a --prompt b); other lists are one flag with several values.
-REPEATED_FLAGS = {"prompt", "placeholder_inputs", "source"}
+REPEATED_FLAGS = {"prompt", "placeholder_inputs", "source", "task", "include_path"}
 
 
 class ConfigError(ValueError):
@@ -348,6 +350,34 @@ class Experiments:
                     check_data(source["path"], 0.5, where, key=f"data.sources[{index}].path")
             check_model_source(recipe["model"]["source"], where)
             check_model_folder(recipe["model"], where)
+        self.check_lm_eval_tasks()
+
+    def check_lm_eval_tasks(self) -> None:
+        """Every task a recipe's evaluation.lm_eval names is one lm-eval knows (its own, the project's, or
+        under the recipe's include_path); only runs whose recipes ask for lm-eval look."""
+        from alpaca_lora.lm_harness import known_tasks, unknown_tasks
+
+        known: dict[tuple, list[str]] = {}
+        for experiment in self:
+            settings = experiment.recipe["evaluation"].get("lm_eval")
+            if settings is None:
+                continue
+            include = tuple(settings.get("include_path", []))
+            for index, folder in enumerate(include):
+                if not Path(folder).is_dir():
+                    raise ConfigError(
+                        f"recipe {experiment.recipe_file}: evaluation.lm_eval.include_path[{index}]: "
+                        f"{folder} is not a folder"
+                    )
+            if include not in known:
+                known[include] = known_tasks(list(include))
+            unknown = unknown_tasks(settings["tasks"], known[include])
+            if unknown:
+                index = settings["tasks"].index(unknown[0])
+                raise ConfigError(
+                    f"recipe {experiment.recipe_file}: evaluation.lm_eval.tasks[{index}]: lm-eval knows no task "
+                    f"{unknown[0]!r}{closest(unknown[0], known[include])} (`lm_eval ls tasks` lists them)"
+                )
 
     # ---- probes ----------------------------------------------------------------------------------------
 
@@ -419,10 +449,16 @@ class Experiments:
     def evaluation_flags(self, name: str) -> str:
         """Generation settings and the probe prompts (not their tests, which only scoring reads)."""
         settings = dict(self[name].recipe["evaluation"])
-        for key in SCORING_KEYS:
-            del settings[key]
+        for key in [*SCORING_KEYS, *OTHER_EVALUATIONS]:
+            settings.pop(key, None)
         settings["prompt"] = [probe["prompt"] for probe in self.probes(settings.pop("probes"))]
         return cli_flags(settings)
+
+    def lm_eval_flags(self, name: str) -> str:
+        """The recipe's lm-evaluation-harness settings (evaluation.lm_eval) and the evaluation seed."""
+        settings = dict(self[name].recipe["evaluation"]["lm_eval"])
+        settings["task"] = settings.pop("tasks")
+        return cli_flags({**settings, "seed": self[name].recipe["evaluation"]["seed"]})
 
     def scoring_flags(self, name: str) -> str:
         """The recipe's scoring settings, and the config's way of sandboxing the code."""
@@ -462,6 +498,7 @@ class Experiments:
             ("evaluate", tuned),
             ("score_answers", base),
             ("score_answers", tuned),
+            *((("lm_eval", base), ("lm_eval", tuned)) if "lm_eval" in self[name].recipe["evaluation"] else ()),
             ("report", run),
         ]
 

@@ -48,6 +48,11 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "eval_answers": RUN + "/eval/{which}/eval_answers.jsonl",
     },
     "score_answers": {"scores": RUN + "/eval/{which}/scores.json"},
+    # Only for recipes with evaluation.lm_eval: lm-evaluation-harness results, and the project's task.
+    "lm_eval": {
+        "results": RUN + "/eval/{which}/lm_eval.json",
+        "tasks": RUN + "/eval/{which}/lm_eval_tasks",
+    },
     "report": {
         "markdown": f"{RUN}/report/report.md",
         "html": f"{RUN}/report/report.html",
@@ -75,6 +80,7 @@ STEP_KEYS: dict[str, str] = {
     "train_lora": "{experiment}/train_lora",
     "evaluate": "{experiment}/evaluate.{which}",
     "score_answers": "{experiment}/score_answers.{which}",
+    "lm_eval": "{experiment}/lm_eval.{which}",
     "report": "{experiment}/make_report",
     "summary": "summary/make_summary",
     "manifest": "{experiment}/write_manifest",

@@ -110,6 +110,18 @@ def evaluation_inputs(wildcards):
     return inputs
 
 
+def lm_eval_inputs(wildcards):
+    """The base model folder, the eval split (the project's lm-eval task is built from it), the adapter."""
+    w = experiment(wildcards).wildcards
+    inputs = {
+        "model": layout.MODEL.format(**w),
+        "eval": files("split_dataset", **w)["eval"],
+    }
+    if wildcards.which == "tuned":
+        inputs["adapter"] = files("train_lora", **wildcards)["adapter"]
+    return inputs
+
+
 def report_inputs(wildcards):
     """Everything one experiment's report shows; the base evaluation may be another experiment's."""
     name = wildcards.experiment
@@ -122,6 +134,9 @@ def report_inputs(wildcards):
         for rule in ("evaluate", "score_answers")
         for role, path in files(rule, **job).items()
     }
+    if "lm_eval" in EXPERIMENTS[name].recipe["evaluation"]:
+        for which, job in (("base", base), ("tuned", tuned)):
+            evaluations[f"{which}_lm_eval"] = files("lm_eval", **job)["results"]
     return {
         "recipe": str(EXPERIMENTS[name].recipe_file),
         "convert_summary": files("convert_to_messages", **w)["summary"],

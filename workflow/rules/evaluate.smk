@@ -46,3 +46,30 @@ rule score_answers:
         "python {input.script:q} --eval-answers {input.eval_answers:q}"
         " --probe-answers {input.probe_answers:q} --probes {input.probes:q}"
         " --scores {output.scores:q} {params.settings} --log-file {log:q}"
+
+
+rule lm_eval:
+    input:
+        unpack(lm_eval_inputs),
+        script=script_path("run_lm_eval"),
+        harness=package_path("lm_harness"),
+    output:
+        results=layout.output("lm_eval", "results"),
+        tasks=directory(layout.output("lm_eval", "tasks")),
+    log:
+        layout.log("lm_eval"),
+    benchmark:
+        layout.benchmark("lm_eval")
+    conda:
+        "../../environment.yml"
+    threads: all_cores()
+    resources:
+        mem_mb=8000,
+    params:
+        adapter=lambda w, input: (
+            f"--adapter {shlex.quote(input.adapter)}" if w.which == "tuned" else ""
+        ),
+        settings=lambda w: EXPERIMENTS.lm_eval_flags(w.experiment),
+    shell:
+        "python {input.script:q} --model {input.model:q} {params.adapter} --eval {input.eval:q}"
+        " {params.settings} --tasks-dir {output.tasks:q} --results {output.results:q} --log-file {log:q}"

@@ -46,6 +46,12 @@ rule report:
     params:
         settings=lambda w: EXPERIMENTS.settings_json(w.experiment),
         manifest=layout.output("manifest", "manifest"),
+        lm_eval=lambda w, input: (
+            f"--base-lm-eval {shlex.quote(input.base_lm_eval)}"
+            f" --tuned-lm-eval {shlex.quote(input.tuned_lm_eval)}"
+            if "base_lm_eval" in input.keys()
+            else ""
+        ),
     shell:
         "python {input.script:q} --experiment {wildcards.experiment:q}"
         " --recipe {input.recipe:q} --settings {params.settings:q}"
@@ -61,7 +67,7 @@ rule report:
         " --metrics-json {output.metrics_json:q}"
         " --curve {output.curve:q} --generations-csv {output.generations:q}"
         " --eval-answers-csv {output.eval_answers:q} --experiment-json {output.experiment:q}"
-        " --manifest {params.manifest:q} --log-file {log:q}"
+        " --manifest {params.manifest:q} {params.lm_eval} --log-file {log:q}"
 
 
 rule summary:
