@@ -275,7 +275,9 @@ def lm_eval_rows(lm_eval: dict[str, dict]) -> list[dict]:
     for task in lm_eval_headline(lm_eval["base"]):
         for metric, base in lm_eval["base"]["tasks"][task]["metrics"].items():
             tuned = lm_eval["tuned"]["tasks"][task]["metrics"][metric]
-            errors = ", ".join(f"{m} {v['stderr']:.4f}" for m, v in (("base", base), ("tuned", tuned)) if v["stderr"])
+            errors = ", ".join(
+                f"{m} {v['stderr']:.4f}" for m, v in (("base", base), ("tuned", tuned)) if v["stderr"]
+            )
             rows.append(
                 {
                     "key": f"lm_eval:{task}:{metric}",
@@ -472,8 +474,8 @@ def lm_eval_section(lm_eval: dict[str, dict] | None) -> list[Block]:
     columns = [Column(key, key) for key in ("task", "metric", "n", "shots", "base", "tuned")]
     limit = settings["limit"] if settings["limit"] is not None else "all"
     text = (
-        f"EleutherAI lm-evaluation-harness {base['lm_eval_version']} (model hf, the tuned model with peft=the "
-        f"adapter): tasks {', '.join(settings['tasks'])}; documents per task: {limit}; chat template "
+        f"EleutherAI lm-evaluation-harness {base['lm_eval_version']} (model hf, the tuned model with peft="
+        f"the adapter): tasks {', '.join(settings['tasks'])}; documents per task: {limit}; chat template "
         f"{'on' if settings['apply_chat_template'] else 'off'}; seed {settings['seed']}. ± is lm-eval's "
         "standard error; n is the documents scored."
     )

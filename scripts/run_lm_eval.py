@@ -48,8 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="base model folder")
     parser.add_argument("--adapter", help="LoRA adapter folder; without it the base model is evaluated")
     parser.add_argument("--eval", required=True, help=f"eval split (messages JSON Lines), for {LOCAL_TASK}")
-    parser.add_argument("--task", action="append", required=True, help="lm-eval task, group or tag (repeatable)")
-    parser.add_argument("--include-path", action="append", default=[], help="folder of own lm-eval task YAMLs")
+    parser.add_argument(
+        "--task", action="append", required=True, help="lm-eval task, group or tag (repeatable)"
+    )
+    parser.add_argument(
+        "--include-path", action="append", default=[], help="folder of own lm-eval task YAMLs"
+    )
     parser.add_argument("--num-fewshot", type=int, help="few-shot examples; default: each task's own")
     parser.add_argument("--limit", type=int, help="at most this many documents per task; default: all")
     parser.add_argument(
@@ -59,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="render prompts with the model's chat template (default: %(default)s)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="requests per forward pass")
-    parser.add_argument("--seed", type=int, default=42, help="lm-eval's random, numpy, torch and few-shot seed")
+    parser.add_argument(
+        "--seed", type=int, default=42, help="lm-eval's random, numpy, torch and few-shot seed"
+    )
     parser.add_argument("--tasks-dir", required=True, help=f"folder to write {LOCAL_TASK} into")
     parser.add_argument("--results", required=True, help="results JSON to write")
     add_log_argument(parser)
@@ -131,9 +137,14 @@ def main(argv: list[str] | None = None) -> None:
             os.makedirs(args.tasks_dir, exist_ok=True)  # an output even when no local task is asked for
             if LOCAL_TASK in args.task:
                 build_local_task(args.eval, args.tasks_dir, args.seed)
-            manager = task_manager([*args.include_path, args.tasks_dir])
+            # lm-eval's own tasks are indexed only when asked for (it reads thousands of YAML files).
+            local = known_tasks([*args.include_path, args.tasks_dir], builtin=False)
+            builtin = any(task not in local for task in args.task)
+            manager = task_manager([*args.include_path, args.tasks_dir], include_defaults=builtin)
             tasks = load_tasks(manager, args.task)
-            log.info("Evaluating the %s model on %s", "tuned" if args.adapter else "base", ", ".join(args.task))
+            log.info(
+                "Evaluating the %s model on %s", "tuned" if args.adapter else "base", ", ".join(args.task)
+            )
             results = evaluate(args, manager, tasks)
         except BaseException:
             shutil.rmtree(args.tasks_dir, ignore_errors=True)  # no task folder from a failed run

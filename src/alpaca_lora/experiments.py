@@ -375,8 +375,8 @@ class Experiments:
             if unknown:
                 index = settings["tasks"].index(unknown[0])
                 raise ConfigError(
-                    f"recipe {experiment.recipe_file}: evaluation.lm_eval.tasks[{index}]: lm-eval knows no task "
-                    f"{unknown[0]!r}{closest(unknown[0], known[include])} (`lm_eval ls tasks` lists them)"
+                    f"recipe {experiment.recipe_file}: evaluation.lm_eval.tasks[{index}]: lm-eval knows no "
+                    f"task {unknown[0]!r}{closest(unknown[0], known[include])} (`lm_eval ls tasks` lists all)"
                 )
 
     # ---- probes ----------------------------------------------------------------------------------------
@@ -498,7 +498,11 @@ class Experiments:
             ("evaluate", tuned),
             ("score_answers", base),
             ("score_answers", tuned),
-            *((("lm_eval", base), ("lm_eval", tuned)) if "lm_eval" in self[name].recipe["evaluation"] else ()),
+            *(
+                (("lm_eval", base), ("lm_eval", tuned))
+                if "lm_eval" in self[name].recipe["evaluation"]
+                else ()
+            ),
             ("report", run),
         ]
 

@@ -76,11 +76,11 @@ def build_local_task(eval_file: str | Path, folder: str | Path, seed: int) -> Pa
     return folder
 
 
-def task_manager(include_path: list[str] | None = None):
-    """lm-eval's TaskManager: its own tasks and those under `include_path` (indexing takes a few seconds)."""
+def task_manager(include_path: list[str] | None = None, include_defaults: bool = True):
+    """lm-eval's TaskManager: its own tasks (with include_defaults) and those under `include_path`."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=include_path or None)
+    return TaskManager(include_path=include_path or None, include_defaults=include_defaults)
 
 
 def builtin_task_names() -> list[str]:
@@ -99,13 +99,11 @@ def builtin_task_names() -> list[str]:
     return names
 
 
-def known_tasks(include_path: list[str] | None = None) -> list[str]:
-    """lm-eval's own names, those under `include_path`, and the project's task."""
-    names = [*builtin_task_names(), LOCAL_TASK]
+def known_tasks(include_path: list[str] | None = None, builtin: bool = True) -> list[str]:
+    """The project's task, the names under `include_path`, and (with `builtin`) lm-eval's own."""
+    names = [LOCAL_TASK, *(builtin_task_names() if builtin else [])]
     if include_path:
-        from lm_eval.tasks import TaskManager
-
-        names += TaskManager(include_path=include_path, include_defaults=False).all_tasks
+        names += task_manager(include_path, include_defaults=False).all_tasks
     return names
 
 
