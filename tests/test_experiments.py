@@ -240,10 +240,26 @@ def test_jobs_name_every_output_of_an_experiment_once(recipes):
     assert f"results/data/{dataset}/seed42-eval32/smollm2-135m-instruct/eval.templated.jsonl" in products
     assert not any("{" in path for path in products)
     rules = {rule for rule, _ in found.jobs(second)}
-    assert rules == set(layout.OUTPUTS) - {"summary", "manifest"}
+    assert rules == set(layout.OUTPUTS) - {
+        "summary",
+        "manifest",
+        "lm_eval",
+    }  # lm_eval: with evaluation.lm_eval
     assert found.timings(second) == [layout.benchmark(r).format(**w) for r, w in found.jobs(second)]
     targets = found.targets()
     assert "results/summary/summary.csv" in targets and f"results/{second}/manifest.json" in targets
+
+
+def test_lm_eval_runs_for_base_and_tuned_only_when_the_recipe_asks(recipes):
+    settings = {"tasks": ["alpaca_heldout_choice"], "limit": 4}
+    write_recipe(recipes, "b", DEFAULT, evaluation={"lm_eval": settings})
+    found = experiments(recipes, ["a", "b"])
+    assert [w["which"] for rule, w in found.jobs("b") if rule == "lm_eval"] == ["base", "tuned"]
+    assert not [rule for rule, _ in found.jobs("a") if rule == "lm_eval"]
+    assert found.base_evaluation_owner("b") == "b", "another evaluation section: its own base evaluation"
+    flags = found.lm_eval_flags("b")
+    assert flags == "--limit 4 --apply-chat-template --batch-size 8 --task alpaca_heldout_choice --seed 42"
+    assert "lm_eval" not in found.evaluation_flags("b") and "lm-eval" not in found.evaluation_flags("b")
 
 
 def test_layout_defines_each_output_once():
