@@ -13,7 +13,7 @@ import pytest
 
 from alpaca_lora import layout
 from alpaca_lora.common import read_json, read_jsonl
-from alpaca_lora.lm_harness import LOCAL_TASK
+from alpaca_lora.lm_harness import LOCAL_TASK, summarized
 from alpaca_lora.testing import make_workdir, snakemake, tiny_recipe, workflow_env
 from conftest import SCRIPTS
 
@@ -123,3 +123,23 @@ def test_a_dataset_missing_offline_stops_before_the_model_loads(tmp_path):
     assert "lm-eval task arc_challenge: its dataset is not in the Hugging Face cache" in errors[0]
     assert "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0" in errors[0]
     assert not any(path.exists() for path in outputs.values()), "no partial output"
+
+
+def test_results_keep_metrics_with_their_errors_and_a_group_counts_its_tasks_documents():
+    """lm-eval's results shape: a group of two tasks, a filtered metric, a stderr lm-eval did not compute."""
+    results = {
+        "results": {
+            "group": {"alias": "group", "acc,none": 0.5, "acc_stderr,none": 0.1},
+            "a": {"alias": " - a", "acc,none": 0.4, "acc_stderr,none": "N/A", "sample_len": 5},
+            "b": {"alias": " - b", "exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": 0.2},
+        },
+        "group_subtasks": {"group": ["a", "b"], "a": [], "b": []},
+        "n-samples": {"a": {"original": 5, "effective": 2}, "b": {"original": 4, "effective": 3}},
+        "n-shot": {"a": 5, "b": 0},
+        "versions": {"a": 1.0, "b": 2.0},
+    }
+    summary = summarized(results)
+    assert summary["a"]["metrics"] == {"acc": {"value": 0.4, "stderr": None}}
+    assert summary["b"]["metrics"] == {"exact_match/strict-match": {"value": 0.25, "stderr": 0.2}}
+    assert (summary["group"]["samples"], summary["group"]["documents"]) == (2 + 3, 5 + 4)
+    assert (summary["a"]["samples"], summary["a"]["num_fewshot"], summary["b"]["version"]) == (2, 5, 2.0)

@@ -117,6 +117,17 @@ def metric_name(key: str) -> str:
     return metric if kind in ("", "none") else f"{metric}/{kind}"
 
 
+def sample_counts(results: dict, name: str) -> tuple[int | None, int | None]:
+    """(documents scored, documents the task has) of a task, or summed over a group's tasks (mmlu)."""
+    counts = results.get("n-samples") or {}
+    if name in counts:
+        return counts[name].get("effective"), counts[name].get("original")
+    parts = [sample_counts(results, child) for child in results.get("group_subtasks", {}).get(name, [])]
+    if not parts or any(None in part for part in parts):
+        return None, None
+    return sum(part[0] for part in parts), sum(part[1] for part in parts)
+
+
 def summarized(results: dict) -> dict[str, dict]:
     """Per task or group that has numbers: its metrics (value and stderr), sample counts, shots, version."""
     summary = {}
@@ -133,11 +144,11 @@ def summarized(results: dict) -> dict[str, dict]:
             }
         if not metrics:
             continue
-        samples = results.get("n-samples", {}).get(task, {})
+        samples, documents = sample_counts(results, task)
         summary[task] = {
             "metrics": metrics,
-            "samples": samples.get("effective"),
-            "documents": samples.get("original"),
+            "samples": samples,
+            "documents": documents,
             "num_fewshot": results.get("n-shot", {}).get(task),
             "version": results.get("versions", {}).get(task),
             "higher_is_better": results.get("higher_is_better", {}).get(task, {}),
