@@ -94,8 +94,11 @@ def builtin_task_names() -> list[str]:
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))
     names = task_manager().all_tasks
-    with atomic_path(cache) as temporary:
-        temporary.write_text(json.dumps(names), encoding="utf-8")
+    try:
+        with atomic_path(cache) as temporary:
+            temporary.write_text(json.dumps(names), encoding="utf-8")
+    except OSError:
+        pass  # a read-only home: index again next time
     return names
 
 
