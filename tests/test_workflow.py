@@ -239,6 +239,10 @@ def test_the_recipe_as_written_runs_on_a_tiny_phi3(tmp_path, tiny_phi3, small_al
     assert summary["base_dtype"] == "torch.bfloat16"
     assert summary["train_sequences"] < split["train"]
     assert (workdir / "results/phi/report/report.md").exists()
+    # The recipe's lm-eval settings reach lm-eval (tiny_recipe swaps the Hub tasks for the offline one).
+    lm_eval = json.loads((workdir / "results/phi/eval/tuned/lm_eval.json").read_text())
+    assert lm_eval["tasks"]["alpaca_heldout_choice"]["num_fewshot"] == 5
+    assert lm_eval["settings"]["apply_chat_template"] is True
 
 
 def test_the_example_grid_runs_every_cell_and_summarizes_them(tmp_path, tiny_llama, small_alpaca):
