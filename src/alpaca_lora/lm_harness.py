@@ -157,3 +157,9 @@ def summarized(results: dict) -> dict[str, dict]:
             "higher_is_better": results.get("higher_is_better", {}).get(task, {}),
         }
     return summary
+
+
+if __name__ == "__main__":
+    from alpaca_lora.common import module_help
+
+    module_help(__doc__ + "\nA library: nothing to run (scripts/run_lm_eval.py is the step).").parse_args()
