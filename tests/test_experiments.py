@@ -262,6 +262,18 @@ def test_lm_eval_runs_for_base_and_tuned_only_when_the_recipe_asks(recipes):
     assert "lm_eval" not in found.evaluation_flags("b") and "lm-eval" not in found.evaluation_flags("b")
 
 
+def test_own_lm_eval_tasks_are_inputs_and_sources(recipes):
+    own = Path("own_tasks/sub")
+    own.mkdir(parents=True)
+    (own / "mine.yaml").write_text("task: mine\n", encoding="utf-8")
+    settings = {"tasks": ["mine"], "include_path": ["own_tasks"]}
+    write_recipe(recipes, "b", DEFAULT, evaluation={"lm_eval": settings})
+    found = experiments(recipes, ["b"])
+    assert found.lm_eval_task_files("b") == ["own_tasks/sub/mine.yaml"]
+    assert "own_tasks/sub/mine.yaml" in found.sources("b")
+    assert "--include-path own_tasks" in found.lm_eval_flags("b")
+
+
 def test_layout_defines_each_output_once():
     patterns = [pattern for outputs in layout.OUTPUTS.values() for pattern in outputs.values()]
     assert len(patterns) == len(set(patterns))

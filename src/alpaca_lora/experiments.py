@@ -460,6 +460,12 @@ class Experiments:
         settings["task"] = settings.pop("tasks")
         return cli_flags({**settings, "seed": self[name].recipe["evaluation"]["seed"]})
 
+    def lm_eval_task_files(self, name: str) -> list[str]:
+        """The task YAMLs under the recipe's evaluation.lm_eval.include_path (editing one re-runs lm-eval)."""
+        settings = self[name].recipe["evaluation"].get("lm_eval", {})
+        found = (path for folder in settings.get("include_path", []) for path in Path(folder).rglob("*.yaml"))
+        return sorted(str(path) for path in found)
+
     def scoring_flags(self, name: str) -> str:
         """The recipe's scoring settings, and the config's way of sandboxing the code."""
         settings = self[name].recipe["evaluation"]
@@ -520,7 +526,12 @@ class Experiments:
         """The files one experiment reads that no job writes: data, recipe, probes."""
         recipe = self[name].recipe
         data = self.data_files(self[name].dataset)
-        return [*data, str(self[name].recipe_file), recipe["evaluation"]["probes"]]
+        return [
+            *data,
+            str(self[name].recipe_file),
+            recipe["evaluation"]["probes"],
+            *self.lm_eval_task_files(name),
+        ]
 
     def targets(self) -> list[str]:
         """What a whole run builds: every report and manifest, and the summary across experiments."""

@@ -119,6 +119,7 @@ def lm_eval_inputs(wildcards):
     }
     if wildcards.which == "tuned":
         inputs["adapter"] = files("train_lora", **wildcards)["adapter"]
+    inputs["own_tasks"] = EXPERIMENTS.lm_eval_task_files(wildcards.experiment)
     return inputs
 
 
