@@ -262,10 +262,11 @@ def lm_eval_text(results: dict, task: str) -> str:
     entry, settings = results["tasks"][task], results["settings"]
     shots = entry["num_fewshot"] if entry["num_fewshot"] is not None else settings["num_fewshot"]
     counted = f"{entry['samples']} of {entry['documents']} documents" if entry["samples"] else "all documents"
+    shot_text = f"{shots}-shot" if shots is not None else "its tasks' own shots"
     template = "on" if settings["apply_chat_template"] else "off"
     return (
         f"lm-eval {results['lm_eval_version']} task {task} (version {entry['version']}): {counted}, "
-        f"{shots}-shot, chat template {template}"
+        f"{shot_text}, chat template {template}"
     )
 
 
