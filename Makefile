@@ -13,18 +13,33 @@ export HF_DATASETS_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run report test lint clean record restore
+.PHONY: setup lock run report test lint clean record restore
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
+# The environment, installed only from the lockfiles, every file checked against its hash. requirements-dev.txt
+# is the runtime lock (requirements.txt) plus the optional trackers and the development tools.
+$(VENV)/.installed: requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON_BASE) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-nodeps.txt
 	# The shared code (src/alpaca_lora), editable: the steps, tests and benchmarks import it.
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+# The one place the lockfiles are made: after changing a pin in pyproject.toml (or requirements-nodeps.in),
+# run `make lock`, then `make setup`. For Linux x86_64 and Python 3.11, with torch's CPU build, found through
+# pip's find-links (FIND_LINKS=<folder or URL> where that is elsewhere). The runtime lock is resolved within
+# the dev lock, so that both pin the same versions (tests/test_environment.py checks the three files).
+UV ?= $(BIN)/uv
+FIND_LINKS ?= $(PIP_FIND_LINKS)
+UV_COMPILE = $(UV) pip compile --quiet --generate-hashes --python-version 3.11 \
+	--custom-compile-command "make lock" $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+
+lock: setup
+	$(UV_COMPILE) pyproject.toml --extra trackers --extra dev -o requirements-dev.txt
+	$(UV_COMPILE) pyproject.toml --constraint requirements-dev.txt -o requirements.txt
+	$(UV_COMPILE) requirements-nodeps.in --no-deps -o requirements-nodeps.txt
 
 run: setup
 	$(BIN)/snakemake --cores all
