@@ -41,6 +41,8 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "adapter": f"{RUN}/train/adapter",
         "history": f"{RUN}/train/history.csv",
         "summary": f"{RUN}/train/summary.json",
+        # One subfolder per tracker that training.report_to names (dvclive/, mlruns/, wandb/, tensorboard/).
+        "tracking": f"{RUN}/train/tracking",
     },
     "evaluate": {
         "metrics": RUN + "/eval/{which}/metrics.json",

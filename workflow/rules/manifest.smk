@@ -6,8 +6,6 @@ rule manifest:
         **layout.outputs("manifest"),
     log:
         layout.log("manifest"),
-    conda:
-        "../../environment.yml"
     params:
         # The recipe as validated, schema defaults included.
         recipe=lambda w: json.dumps(
