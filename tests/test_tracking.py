@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -38,7 +37,9 @@ def tracked(tmp_path_factory, tiny_llama, small_alpaca) -> dict:
     env["NETWORK_ATTEMPTS"] = str(attempts)
     for variable in ("WANDB_MODE", "MLFLOW_TRACKING_URI", "DVC_NO_ANALYTICS"):
         env.pop(variable, None)  # the script must set them itself
-    arguments = train_arguments(folder, tiny_llama, splits, settings, "--tracking-dir", str(folder / "tracking"))
+    arguments = train_arguments(
+        folder, tiny_llama, splits, settings, "--tracking-dir", str(folder / "tracking")
+    )
     result = subprocess.run(
         offline_command([sys.executable, str(SCRIPTS / "train_lora.py"), *arguments]),
         capture_output=True, text=True, env=env, cwd=folder, check=False,

@@ -152,13 +152,16 @@ def pipeline_definition(config_file: Path = Path("config/config.yaml")) -> dict:
 def dvclive_folders(config_file: Path, outputs: list[str]) -> list[str]:
     """The DVCLive folders (inside the tracking outputs) of the experiments whose training.report_to names
     dvclive: top-level metrics (every logged value at the last step: `dvc exp show`) and plots (by step)."""
-    experiments = Experiments(load_yaml(config_file.read_text(encoding="utf-8")), config_file=str(config_file))
+    experiments = Experiments(
+        load_yaml(config_file.read_text(encoding="utf-8")), config_file=str(config_file)
+    )
     pattern = layout.glob("train_lora", "tracking")
     return [
         f"{path}/dvclive"
         for path in outputs
         if PurePosixPath(path).match(pattern)
-        and "dvclive" in tracking.named(experiments[PurePosixPath(path).parts[1]].recipe["training"]["report_to"])
+        and "dvclive"
+        in tracking.named(experiments[PurePosixPath(path).parts[1]].recipe["training"]["report_to"])
     ]
 
 

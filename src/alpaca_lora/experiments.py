@@ -464,6 +464,7 @@ class Experiments:
             ("score_answers", base),
             ("score_answers", tuned),
             ("report", run),
+            ("export", run),
         ]
 
     def products(self, name: str) -> list[str]:

@@ -60,6 +60,10 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "eval_answers": f"{RUN}/report/eval_answers.csv",
         "experiment": f"{RUN}/report/experiment.json",
     },
+    "export": {
+        "merged": f"{RUN}/export/merged",
+        "check": f"{RUN}/export/merge_check.json",
+    },
     "summary": {
         part: f"{SUMMARY}/summary.{suffix}"
         for part, suffix in {"csv": "csv", "markdown": "md", "latex": "tex", "html": "html"}.items()
@@ -78,6 +82,7 @@ STEP_KEYS: dict[str, str] = {
     "evaluate": "{experiment}/evaluate.{which}",
     "score_answers": "{experiment}/score_answers.{which}",
     "report": "{experiment}/make_report",
+    "export": "{experiment}/export_model",
     "summary": "summary/make_summary",
     "manifest": "{experiment}/write_manifest",
 }

@@ -15,5 +15,5 @@ rule manifest:
         "python {input.script:q} --experiment {wildcards.experiment:q}"
         " --recipe-json {params.recipe:q} --model {input.model:q}"
         " --inputs {input.sources:q} --outputs {input.products:q}"
-        " --benchmarks {input.timings:q}"
+        " --benchmarks {input.timings:q} --lockfiles {input.lockfiles:q}"
         " --output {output.manifest:q} --log-file {log:q}"
