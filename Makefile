@@ -56,7 +56,7 @@ lint: setup
 	$(BIN)/ruff check src scripts tests benchmarks tools
 	$(BIN)/ruff format --check src scripts tests benchmarks tools
 	$(BIN)/snakefmt --check Snakefile workflow
-	$(BIN)/snakemake --lint
+	$(BIN)/python tools/snakemake_lint.py
 
 # The report's browser tests (marked `browser`) render the HTML report in Debian's headless chromium, which
 # tests/browser/install.sh installs when missing (root and apt, as in CI). SKIP_BROWSER=1 leaves them out.
