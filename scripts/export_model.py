@@ -147,7 +147,7 @@ def model_card(args: argparse.Namespace, source: dict, check: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with step("export_model", args.log_file):
+    with step("export_model", args.log_file, libraries=True):
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer

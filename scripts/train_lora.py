@@ -337,7 +337,7 @@ def exit_on_stop_request(stop: StopRequest, where: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()  # the whole step: loading, training, evaluation, saving
     args = parse_args(argv)
-    with step("train_lora", args.log_file):
+    with step("train_lora", args.log_file, libraries=True):
         stop = StopRequest()
         stop.install(signal.SIGTERM)
         settings = read_settings(args.settings)
