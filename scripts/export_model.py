@@ -166,17 +166,18 @@ def main(argv: list[str] | None = None) -> None:
         trust = trusts_remote_code(args.model)
         tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trust)
         texts = check_texts(args.eval, tokenizer.eos_token)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         base = AutoModelForCausalLM.from_pretrained(
             args.model, dtype=getattr(torch, dtype), trust_remote_code=trust
         )
-        tuned = PeftModel.from_pretrained(base, args.adapter).eval()
+        tuned = PeftModel.from_pretrained(base.to(device), args.adapter).eval()
         expected = logits(tuned, tokenizer, texts, args)
         merged = tuned.merge_and_unload()
         with atomic_directory(args.output_dir) as folder:
             merged.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             del merged, tuned, base
-            reloaded = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust).eval()
+            reloaded = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust).to(device).eval()
             difference = largest_difference(expected, logits(reloaded, tokenizer, texts, args))
             check = {
                 "records": len(texts),
