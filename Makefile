@@ -18,11 +18,12 @@ export TOKENIZERS_PARALLELISM := false
 setup: $(VENV)/.installed
 
 # The environment, installed only from the lockfiles, every file checked against its hash. requirements-dev.txt
-# is the runtime lock (requirements.txt) plus the optional trackers and the development tools.
+# is the runtime lock (requirements.txt) plus the optional trackers and the development tools. --no-deps: a
+# lockfile is the whole closure already (uv resolved it), and pip would take a dependency with an extra, such
+# as typepy[datetime], for an unpinned requirement; requirements-nodeps.txt must not bring its dependencies.
 $(VENV)/.installed: requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON_BASE) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.txt -r requirements-nodeps.txt
 	# The shared code (src/alpaca_lora), editable: the steps, tests and benchmarks import it.
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
