@@ -45,8 +45,9 @@ from alpaca_lora.common import (
 log = logging.getLogger("export_model")
 
 # The largest |logit difference| allowed, by the base model's dtype when --tolerance is not given. float32:
-# merging adds the same products in another order (measured on the embedded default: benchmarks/README.md);
-# half precision rounds the merged weights to 8 or 11 bits of mantissa, so it moves logits by far more.
+# merging adds the same products in another order, a rounding-level change (each run's merge_check.json
+# states the difference measured); half precision rounds the merged weights to 8 or 11 bits of mantissa,
+# which moves logits by far more (not measured here: no GPU run).
 TOLERANCE = {"float32": 1e-3, "float16": 0.1, "bfloat16": 0.5}
 
 

@@ -71,3 +71,11 @@ def test_a_missing_adapter_or_a_merge_off_tolerance_stops_naming_the_experiment(
     result = run_script("export_model.py", *arguments, check=False)
     assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "merged").exists() and not (tmp_path / "check.json").exists()
+
+
+def test_the_gguf_hook_gets_the_merged_folder_and_the_gguf_path(trained, tmp_path):  # noqa: F811
+    hook = tmp_path / "convert.sh"
+    hook.write_text('#!/bin/sh\nls "$1" > "$2"\n')
+    hook.chmod(0o755)
+    run_script("export_model.py", *export_arguments(trained, tmp_path, "--gguf-hook", hook))
+    assert "model.safetensors" in (tmp_path / "merged" / "model.gguf").read_text()
