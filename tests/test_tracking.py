@@ -84,3 +84,14 @@ def test_a_tracker_that_is_not_installed_stops_naming_key_and_package(monkeypatc
         check_trackers({"report_to": ["dvclive", "wandb"]}, "recipe r.yaml")
     assert str(error.value) == "recipe r.yaml: training.report_to: wandb is not installed (pip install wandb)"
     check_trackers({"report_to": "none"}, "recipe r.yaml")
+
+
+@pytest.mark.parametrize("value", [["neptune"], "dvclive", ["dvclive", "dvclive"], []])
+def test_an_unknown_tracker_stops_naming_the_recipe_and_the_key(value):
+    from alpaca_lora.common import load_yaml
+    from alpaca_lora.experiments import validate
+
+    recipe = load_yaml((ROOT / "config/recipes/smollm2-135m-alpaca-sample.yaml").read_text(encoding="utf-8"))
+    recipe["training"]["report_to"] = value
+    with pytest.raises(ConfigError, match=r"^recipe r\.yaml: training\.report_to"):
+        validate(recipe, ROOT / "workflow/schemas/recipe.schema.yaml", "recipe r.yaml")
