@@ -95,3 +95,19 @@ def test_an_unknown_tracker_stops_naming_the_recipe_and_the_key(value):
     recipe["training"]["report_to"] = value
     with pytest.raises(ConfigError, match=r"^recipe r\.yaml: training\.report_to"):
         validate(recipe, ROOT / "workflow/schemas/recipe.schema.yaml", "recipe r.yaml")
+
+
+def test_dvclive_leaves_the_repository_alone(tmp_path):
+    """In a git work tree without DVC, DVCLive itself would run `dvc init`; a training job must not."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    code = (
+        "from pathlib import Path\n"
+        "from alpaca_lora.tracking import dvclive_callback\n"
+        "callback = dvclive_callback(Path('tracking'), resume=False)\n"
+        "callback.live.log_metric('loss', 1.0)\n"
+        "callback.live.next_step()\n"
+        "callback.live.end()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".git", "tracking"]
+    assert (tmp_path / "tracking/dvclive/metrics.json").is_file()

@@ -72,7 +72,15 @@ def dvclive_callback(folder: Path, resume: bool):
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
 
-    live = Live(
+    class FilesOnlyLive(Live):
+        """DVCLive that never opens DVC's repository: a job must not take DVC's repository lock (parallel jobs
+        would wait on it), nor run `dvc init`, which DVCLive does in a git work tree without DVC.
+        tools/dvc_pipeline.py declares the files to DVC after the run."""
+
+        def _init_dvc(self) -> None:
+            self._dvc_file = "dvc.yaml"  # what DVCLive names without dvcyaml; never written (dvcyaml=None)
+
+    live = FilesOnlyLive(
         dir=str(folder / "dvclive"), resume=resume, save_dvc_exp=False, dvcyaml=None, monitor_system=False
     )
     return DVCLiveCallback(live=live)
