@@ -34,8 +34,8 @@ $(VENV)/.installed: requirements-dev.txt requirements-nodeps.txt pyproject.toml
 # the dev lock, so that both pin the same versions (tests/test_environment.py checks the three files).
 UV ?= $(BIN)/uv
 FIND_LINKS ?= $(PIP_FIND_LINKS)
-UV_COMPILE = $(UV) pip compile --quiet --generate-hashes --python-version 3.11 \
-	--custom-compile-command "make lock" $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+# Hashes, the Python version and the header: [tool.uv.pip] in pyproject.toml.
+UV_COMPILE = $(UV) pip compile --quiet $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 
 lock: setup
 	$(UV_COMPILE) pyproject.toml --extra trackers --extra dev -o requirements-dev.txt
