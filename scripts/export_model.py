@@ -178,7 +178,10 @@ def main(argv: list[str] | None = None) -> None:
             merged.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             del merged, tuned, base
-            reloaded = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust).to(device).eval()
+            reloaded = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=getattr(torch, dtype), trust_remote_code=trust
+            )
+            reloaded = reloaded.to(device).eval()
             difference = largest_difference(expected, logits(reloaded, tokenizer, texts, args))
             check = {
                 "records": len(texts),
