@@ -38,3 +38,11 @@ def differences_from_lock(lock: dict[str, str]) -> dict[str, dict]:
         for name, version in sorted(lock.items())
         if installed.get(name) is None or Version(installed[name]) != Version(version)
     }
+
+
+if __name__ == "__main__":
+    from alpaca_lora.common import module_help
+
+    module_help(
+        __doc__ + "\nA library for the step scripts, the workflow and the tests: nothing to run."
+    ).parse_args()

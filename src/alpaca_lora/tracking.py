@@ -84,3 +84,11 @@ def dvclive_callback(folder: Path, resume: bool):
         dir=str(folder / "dvclive"), resume=resume, save_dvc_exp=False, dvcyaml=None, monitor_system=False
     )
     return DVCLiveCallback(live=live)
+
+
+if __name__ == "__main__":
+    from alpaca_lora.common import module_help
+
+    module_help(
+        __doc__ + "\nA library for the step scripts, the workflow and the tests: nothing to run."
+    ).parse_args()
