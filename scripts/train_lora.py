@@ -86,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-dir", required=True, help="where checkpoints go (and resume from)")
     parser.add_argument(
         "--tracking-dir",
-        help="folder to write, one subfolder per tracker training.report_to names (needed when it names one)",
+        help="folder to write, one subfolder per tracker training.report_to names "
+        "(default: `tracking` beside --output-dir)",
     )
     add_log_argument(parser)
     return parser.parse_args(argv)
@@ -347,8 +348,6 @@ def main(argv: list[str] | None = None) -> None:
         fingerprint = settings_fingerprint(settings, args)
         resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)
         trackers = tracking.named(settings["training"].get("report_to", "none"))
-        if trackers and not args.tracking_dir:
-            raise StepError(f"{args.settings}: training.report_to names {trackers[0]}: give --tracking-dir")
         tracking_dir = start_tracking(trackers, checkpoint_dir, resume_from)
         trainer = build_trainer(settings, args, checkpoint_dir)
         for callback in (progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()):
@@ -377,8 +376,10 @@ def main(argv: list[str] | None = None) -> None:
                 adapter_config.target_modules = sorted(adapter_config.target_modules)
         with atomic_directory(args.output_dir) as folder:
             trainer.save_model(str(folder))
-        if args.tracking_dir:
-            finish_tracking(trackers, tracking_dir, args.tracking_dir)
+        if args.tracking_dir or trackers:  # the workflow always names the folder (an output, maybe empty)
+            finish_tracking(
+                trackers, tracking_dir, args.tracking_dir or Path(args.output_dir).parent / "tracking"
+            )
         history = trainer.state.log_history
         write_history(args.history, history)
         tokens = trainer.state.num_input_tokens_seen  # non-padding tokens, resumed runs included
@@ -416,7 +417,7 @@ def start_tracking(trackers: list[str], checkpoint_dir: Path, resume_from: str |
     return folder
 
 
-def finish_tracking(trackers: list[str], folder: Path, output: str) -> None:
+def finish_tracking(trackers: list[str], folder: Path, output: str | Path) -> None:
     """Close what the trainer leaves open (a W&B run), then move the trackers' files to the output folder."""
     if "wandb" in trackers:
         import wandb

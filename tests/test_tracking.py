@@ -111,3 +111,13 @@ def test_dvclive_leaves_the_repository_alone(tmp_path):
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True)
     assert sorted(path.name for path in tmp_path.iterdir()) == [".git", "tracking"]
     assert (tmp_path / "tracking/dvclive/metrics.json").is_file()
+
+
+def test_run_alone_the_step_tracks_beside_the_adapter(tmp_path, tiny_llama, small_alpaca):
+    """train_lora.py alone (benchmarks, by hand): without --tracking-dir, the folder beside the adapter."""
+    from conftest import run_script
+
+    splits = templated_splits(tmp_path, tiny_llama, small_alpaca)
+    settings = train_settings(max_steps=2, eval_steps=2, save_steps=2, report_to=["dvclive"])
+    run_script("train_lora.py", *train_arguments(tmp_path / "run", tiny_llama, splits, settings))
+    assert (tmp_path / "run" / "tracking" / "dvclive" / "metrics.json").is_file()
