@@ -13,18 +13,34 @@ export HF_DATASETS_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run report test lint clean record restore
+.PHONY: setup lock run report test lint clean record restore
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
+# The environment, installed only from the lockfiles, every file checked against its hash. requirements-dev.txt
+# is the runtime lock (requirements.txt) plus the optional trackers and the development tools. --no-deps: a
+# lockfile is the whole closure already (uv resolved it), and pip would take a dependency with an extra, such
+# as typepy[datetime], for an unpinned requirement; requirements-nodeps.txt must not bring its dependencies.
+$(VENV)/.installed: requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON_BASE) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.txt -r requirements-nodeps.txt
 	# The shared code (src/alpaca_lora), editable: the steps, tests and benchmarks import it.
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+# The one place the lockfiles are made: after changing a pin in pyproject.toml (or requirements-nodeps.in),
+# run `make lock`, then `make setup`. For Linux x86_64 and Python 3.11, with torch's CPU build, found through
+# pip's find-links (FIND_LINKS=<folder or URL> where that is elsewhere). The runtime lock is resolved within
+# the dev lock, so that both pin the same versions (tests/test_environment.py checks the three files).
+UV ?= $(BIN)/uv
+FIND_LINKS ?= $(PIP_FIND_LINKS)
+# Hashes, the Python version and the header: [tool.uv.pip] in pyproject.toml.
+UV_COMPILE = $(UV) pip compile --quiet $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+
+lock: setup
+	$(UV_COMPILE) pyproject.toml --extra trackers --extra dev -o requirements-dev.txt
+	$(UV_COMPILE) pyproject.toml --constraint requirements-dev.txt -o requirements.txt
+	$(UV_COMPILE) requirements-nodeps.in --no-deps -o requirements-nodeps.txt
 
 run: setup
 	$(BIN)/snakemake --cores all
@@ -41,7 +57,7 @@ lint: setup
 	$(BIN)/ruff check src scripts tests benchmarks tools
 	$(BIN)/ruff format --check src scripts tests benchmarks tools
 	$(BIN)/snakefmt --check Snakefile workflow
-	$(BIN)/snakemake --lint
+	$(BIN)/python tools/snakemake_lint.py
 
 # The report's browser tests (marked `browser`) render the HTML report in Debian's headless chromium, which
 # tests/browser/install.sh installs when missing (root and apt, as in CI). SKIP_BROWSER=1 leaves them out.

@@ -91,7 +91,7 @@ def render_lines(lines: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with step("apply_chat_template", args.log_file):
+    with step("apply_chat_template", args.log_file, libraries=True):
         with open(args.input, encoding="utf-8") as handle:
             lines = handle.readlines()
         chunks = [lines[start : start + CHUNK_RECORDS] for start in range(0, len(lines), CHUNK_RECORDS)]

@@ -242,7 +242,7 @@ def eval_answers(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with step("evaluate", args.log_file):
+    with step("evaluate", args.log_file, libraries=True):
         import torch
 
         torch.manual_seed(args.seed)

@@ -159,7 +159,7 @@ def resolve_source(args: argparse.Namespace) -> tuple[str, dict, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with step("prepare_base_model", args.log_file):
+    with step("prepare_base_model", args.log_file, libraries=True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

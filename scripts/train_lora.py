@@ -4,8 +4,8 @@
 Reads the templated train/eval JSON Lines written by apply_chat_template.py, and the settings: a YAML or
 JSON file whose `lora` section holds PEFT LoraConfig fields and whose `training` section holds TRL SFTConfig
 fields, passed to them as they are (a recipe file works, and so does the settings.json the workflow
-writes). This script sets only what it owns: where checkpoints go, when they are saved, what is logged, CPU
-or GPU.
+writes). This script sets only what it owns: where checkpoints go, when they are saved, where the trackers
+named by `training.report_to` write (--tracking-dir, offline: src/alpaca_lora/tracking.py), CPU or GPU.
 With completion_only_loss (the recipes' choice) the loss counts the answer tokens only.
 
 Writes the adapter folder, the log history (one row per logging or evaluation step: loss, learning rate,
@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from alpaca_lora import tracking
 from alpaca_lora.common import (
     StepError,
     add_log_argument,
@@ -60,7 +61,6 @@ OWNED_FIELDS = {
     "output_dir",
     "save_strategy",
     "save_total_limit",
-    "report_to",
     "include_num_input_tokens_seen",
     "dataloader_pin_memory",
     "disable_tqdm",
@@ -84,6 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--history", required=True, help="CSV log history to write")
     parser.add_argument("--summary", required=True, help="JSON training summary to write")
     parser.add_argument("--checkpoint-dir", required=True, help="where checkpoints go (and resume from)")
+    parser.add_argument(
+        "--tracking-dir",
+        help="folder to write, one subfolder per tracker training.report_to names "
+        "(default: `tracking` beside --output-dir)",
+    )
     add_log_argument(parser)
     return parser.parse_args(argv)
 
@@ -97,6 +102,9 @@ def read_settings(path: str) -> dict:
     owned = sorted(OWNED_FIELDS & set(settings["training"]))
     if owned:
         raise SystemExit(f"{path}: training.{owned[0]} is set by train_lora.py itself; remove it")
+    if missing := tracking.missing(settings["training"].get("report_to", "none")):
+        name, package = missing[0]
+        raise SystemExit(f"{path}: training.report_to: {name} is not installed (pip install {package})")
     return {"lora": settings["lora"], "training": settings["training"]}
 
 
@@ -287,11 +295,10 @@ def training_config(training: dict, checkpoint_dir: Path):
     use_cpu = bool(training.get("use_cpu")) or not has_accelerator()
     return SFTConfig(
         # The data order follows the seed unless the recipe sets data_seed.
-        **{"data_seed": training["seed"], **training, "use_cpu": use_cpu},
+        **{"data_seed": training["seed"], "report_to": "none", **training, "use_cpu": use_cpu},
         output_dir=str(checkpoint_dir),
         save_strategy="steps",
         save_total_limit=2,
-        report_to="none",
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
@@ -331,7 +338,7 @@ def exit_on_stop_request(stop: StopRequest, where: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()  # the whole step: loading, training, evaluation, saving
     args = parse_args(argv)
-    with step("train_lora", args.log_file):
+    with step("train_lora", args.log_file, libraries=True):
         stop = StopRequest()
         stop.install(signal.SIGTERM)
         settings = read_settings(args.settings)
@@ -340,9 +347,16 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint_dir = Path(args.checkpoint_dir)
         fingerprint = settings_fingerprint(settings, args)
         resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)
+        trackers = tracking.named(settings["training"].get("report_to", "none"))
+        tracking_dir = start_tracking(trackers, checkpoint_dir, resume_from)
         trainer = build_trainer(settings, args, checkpoint_dir)
         for callback in (progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()):
             trainer.add_callback(callback)
+        if "dvclive" in trackers:
+            from transformers.integrations import DVCLiveCallback
+
+            trainer.remove_callback(DVCLiveCallback)
+            trainer.add_callback(tracking.dvclive_callback(tracking_dir, resume=bool(resume_from)))
         exit_on_stop_request(stop, "before training started")
         trainable, total = trainer.model.get_nb_trainable_parameters()
         log.info("Trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
@@ -362,6 +376,10 @@ def main(argv: list[str] | None = None) -> None:
                 adapter_config.target_modules = sorted(adapter_config.target_modules)
         with atomic_directory(args.output_dir) as folder:
             trainer.save_model(str(folder))
+        if args.tracking_dir or trackers:  # the workflow always names the folder (an output, maybe empty)
+            finish_tracking(
+                trackers, tracking_dir, args.tracking_dir or Path(args.output_dir).parent / "tracking"
+            )
         history = trainer.state.log_history
         write_history(args.history, history)
         tokens = trainer.state.num_input_tokens_seen  # non-padding tokens, resumed runs included
@@ -385,6 +403,28 @@ def main(argv: list[str] | None = None) -> None:
         )
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         log.info("Saved adapter to %s (%d steps)", args.output_dir, trainer.state.global_step)
+
+
+def start_tracking(trackers: list[str], checkpoint_dir: Path, resume_from: str | None) -> Path:
+    """The trackers' folder during training: beside the checkpoints, so that a resumed run continues it."""
+    folder = checkpoint_dir / "tracking"
+    if not resume_from:
+        shutil.rmtree(folder, ignore_errors=True)  # a run stopped before its first checkpoint
+    folder.mkdir(parents=True, exist_ok=True)
+    tracking.use_offline_environment(trackers, folder)
+    if trackers:
+        log.info("Tracking with %s in %s (offline)", ", ".join(trackers), folder)
+    return folder
+
+
+def finish_tracking(trackers: list[str], folder: Path, output: str | Path) -> None:
+    """Close what the trainer leaves open (a W&B run), then move the trackers' files to the output folder."""
+    if "wandb" in trackers:
+        import wandb
+
+        wandb.finish()
+    with atomic_directory(output) as target:
+        shutil.copytree(folder, target, dirs_exist_ok=True)
 
 
 def frozen_dtype(model):

@@ -8,6 +8,8 @@ The manifest (JSON) holds:
   model       the base model's source and revision, from the model folder's source.json
   code        the git commit of --source-dir and whether the work tree had uncommitted changes
   packages    Python, the platform, and the version of every installed distribution
+  environment the sha256 of each lockfile (--lockfiles) and every package of the runtime locks that is
+              missing or at another version here (empty: the run used exactly the locked environment)
   timings     per step: wall-clock seconds, CPU seconds and peak memory, from Snakemake's benchmark files
 
 It never records environment variables: Hub tokens (HF_TOKEN) stay out of it.
@@ -32,6 +34,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from alpaca_lora import lockfiles as lockfiles_module
 from alpaca_lora.common import add_log_argument, read_json, sha256_file, step, write_json
 
 log = logging.getLogger("write_manifest")
@@ -65,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--inputs", nargs="+", required=True, help="input files of the experiment")
     parser.add_argument("--outputs", nargs="+", required=True, help="output files or folders")
     parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
+    parser.add_argument(
+        "--lockfiles", nargs="*", default=[], help="the lockfiles (`make lock`) to hash and check against"
+    )
     parser.add_argument(
         "--source-dir",
         default=str(Path(__file__).resolve().parent.parent),
@@ -110,6 +116,15 @@ def packages() -> dict:
     }
 
 
+def environment(lockfiles: list[str]) -> dict:
+    runtime = [path for path in lockfiles if Path(path).name in lockfiles_module.RUNTIME_LOCKS]
+    locked = {name: version for path in runtime for name, version in lockfiles_module.pins(path).items()}
+    return {
+        "lockfiles": file_hashes(lockfiles),
+        "differences_from_lock": lockfiles_module.differences_from_lock(locked),
+    }
+
+
 def timings(benchmarks: list[str]) -> dict[str, dict]:
     """Step (the benchmark file's path below results/benchmarks, without .tsv) -> its measurements."""
     steps = {}
@@ -139,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             "model": {key: source[key] for key in MODEL_SOURCE_KEYS if key in source},
             "code": git_state(args.source_dir),
             "packages": packages(),
+            "environment": environment(args.lockfiles),
             "timings": steps,
             "total_seconds": round(sum(step.get("seconds", 0.0) for step in steps.values()), 2),
         }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -425,3 +427,24 @@ def test_a_report_written_without_a_path_is_ignored_by_git():
     from conftest import ROOT
 
     assert subprocess.run(["git", "check-ignore", "-q", "report.html"], cwd=ROOT).returncode == 0
+
+
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_transformers_trl_and_peft_messages_reach_the_steps_log_file(tmp_path, ci):
+    """transformers' logger propagates to the step's handlers only under CI unless the step routes it."""
+    log_file = tmp_path / "step.log"
+    code = (
+        "import warnings\n"
+        "from alpaca_lora.common import step\n"
+        f"with step('s', {str(log_file)!r}, libraries=True):\n"
+        "    from transformers.utils import logging\n"
+        "    logging.get_logger('transformers.trainer').warning('from transformers')\n"
+        "    logging.get_logger('trl.trainer.sft_trainer').warning('from trl')\n"
+        "    warnings.warn('from peft')\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "CI"}
+    env.update({"CI": ci} if ci else {})
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    lines = log_file.read_text().splitlines()
+    for message in ("from transformers", "from trl", "from peft"):
+        assert sum(message in line for line in lines) == 1, (message, lines)

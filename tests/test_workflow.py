@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from alpaca_lora.common import sha256_file
+from alpaca_lora.lockfiles import LOCKFILES
 from alpaca_lora.testing import (
     SNAKEMAKE,
     jobs_planned,
@@ -57,6 +58,11 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
     [converted] = (finished_run / "results/data/small").glob("*/convert_summary.json")
     summary = json.loads(converted.read_text())
     assert summary["read"] == summary["kept"] + summary["rejected"] == 40
+    # The recipe's tracker (dvclive) and the merged model with its card.
+    assert json.loads((run / "train/tracking/dvclive/metrics.json").read_text())["eval"]["loss"] > 0
+    check = json.loads((run / "export/merge_check.json").read_text())
+    assert check["max_abs_logit_difference"] <= check["tolerance"]
+    assert "## Merge check" in (run / "export/merged/README.md").read_text()
     for step in ["convert_to_messages", "prepare_base_model", "train_lora", "evaluate.base", "make_report"]:
         logs = list((finished_run / "results" / "logs").rglob(f"{step}.log"))
         assert logs and " - INFO - " in logs[0].read_text(), f"no log for {step}"
@@ -366,7 +372,9 @@ def test_manifest_hashes_every_input_and_output(second_run, small_alpaca, tiny_l
     for package in ("torch", "transformers", "trl", "peft", "snakemake"):
         assert versions[package] == metadata.version(package)
     steps = manifest["timings"]
-    assert len(steps) == 12 and all(step["seconds"] >= 0 for step in steps.values())
+    assert len(steps) == 13 and all(step["seconds"] >= 0 for step in steps.values())
+    assert {"tiny/export_model"} <= set(steps)
+    assert set(manifest["environment"]["lockfiles"]) == set(LOCKFILES)
     assert {"tiny/train_lora", "tiny/evaluate.base", "models/tiny/prepare_base_model"} <= set(steps)
     assert {"tiny/score_answers.base", "tiny/score_answers.tuned"} <= set(steps)
     report = (workdir / "results/tiny/report/report.md").read_text(encoding="utf-8")

@@ -76,3 +76,32 @@ def test_manifest_from_files(tmp_path: Path) -> None:
     assert manifest["total_seconds"] == 12.5
     assert manifest["code"]["commit"] is None
     assert "pytest" in manifest["packages"]["distributions"]
+
+
+def test_manifest_records_the_lockfiles_and_what_differs_from_them(tmp_path: Path) -> None:
+    """The lockfiles' hashes, and each runtime-locked package that is missing or at another version."""
+    import pytest as installed
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "source.json").write_text(json.dumps({"kind": "local"}))
+    lock = tmp_path / "requirements.txt"
+    lock.write_text(
+        f"pytest=={installed.__version__} \\\n    --hash=sha256:{'0' * 64}\n"
+        "orjson==0.0.1 \\\n    --hash=sha256:{'1' * 64}\nno-such-package-here==1.0\n"
+    )
+    dev = tmp_path / "requirements-dev.txt"  # hashed, but not checked: it adds only development tools
+    dev.write_text("another-missing-tool==2.0\n")
+    out = tmp_path / "manifest.json"
+    run_script(
+        "write_manifest.py", "--experiment", "exp", "--recipe-json", "{}", "--model", model,
+        "--inputs", lock, "--outputs", lock, "--lockfiles", lock, dev, "--output", out,
+    )  # fmt: skip
+    environment = json.loads(out.read_text())["environment"]
+    assert environment["lockfiles"] == {str(lock): sha256_file(lock), str(dev): sha256_file(dev)}
+    import orjson
+
+    assert environment["differences_from_lock"] == {
+        "no-such-package-here": {"locked": "1.0", "installed": None},
+        "orjson": {"locked": "0.0.1", "installed": orjson.__version__},
+    }

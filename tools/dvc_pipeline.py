@@ -27,7 +27,9 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from alpaca_lora import layout
+from alpaca_lora import layout, tracking
+from alpaca_lora.common import load_yaml
+from alpaca_lora.experiments import Experiments
 
 STAGE = "snakemake"
 STAGE_CMD = "snakemake --cores all"
@@ -141,7 +143,26 @@ def pipeline_definition(config_file: Path = Path("config/config.yaml")) -> dict:
         for path in outputs
         if plot_properties(path)
     ]
-    return {"stages": {STAGE: stage}, "plots": plots}
+    live = dvclive_folders(config_file, outputs)
+    plots += [{f"{folder}/plots/metrics": {"x": "step"}} for folder in live]
+    metrics = [f"{folder}/metrics.json" for folder in live]
+    return {"stages": {STAGE: stage}, "metrics": metrics, "plots": plots}
+
+
+def dvclive_folders(config_file: Path, outputs: list[str]) -> list[str]:
+    """The DVCLive folders (inside the tracking outputs) of the experiments whose training.report_to names
+    dvclive: top-level metrics (every logged value at the last step: `dvc exp show`) and plots (by step)."""
+    experiments = Experiments(
+        load_yaml(config_file.read_text(encoding="utf-8")), config_file=str(config_file)
+    )
+    pattern = layout.glob("train_lora", "tracking")
+    return [
+        f"{path}/dvclive"
+        for path in outputs
+        if PurePosixPath(path).match(pattern)
+        and "dvclive"
+        in tracking.named(experiments[PurePosixPath(path).parts[1]].recipe["training"]["report_to"])
+    ]
 
 
 def check_data_is_versioned(definition: dict) -> None:

@@ -66,15 +66,33 @@ class StepError(ValueError):
 EXPECTED_ERRORS = (StepError, OSError, yaml.YAMLError)
 
 
+def route_library_logs() -> None:
+    """Send the messages of transformers (and of TRL and PEFT, which log through it) and Python warnings to
+    the step's handlers: the console and the step's own log file.
+
+    transformers' library logger has its own console handler and does not propagate to the root logger, where
+    the step's log file is, unless the environment variable CI is set (transformers/utils/logging.py).
+    """
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
+    logging.captureWarnings(True)
+
+
 @contextmanager
-def step(name: str, log_file: str | None = None) -> Iterator[logging.Logger]:
+def step(name: str, log_file: str | None = None, libraries: bool = False) -> Iterator[logging.Logger]:
     """Run a step's body with logging set up; log how it failed, to the step's log file too, then exit 1.
+
+    libraries: the step uses transformers; its messages (and TRL's, PEFT's) go to the step's log as well.
 
     An expected error (StepError, a missing or unreadable file, `raise SystemExit("message")`) is one
     ERROR line; anything else is a bug and is logged with its traceback. An exit status (SystemExit with a
     number, e.g. 143 after SIGTERM) passes through unchanged.
     """
     logger = setup_logging(name, log_file)
+    if libraries:
+        route_library_logs()
     try:
         yield logger
     except EXPECTED_ERRORS as error:

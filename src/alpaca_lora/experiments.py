@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alpaca_lora import layout
+from alpaca_lora import layout, tracking
 from alpaca_lora.common import canonical_json, load_yaml, sha256_text, yaml12_scalars
 
 # The schemas ship with the workflow: the Snakefile passes their folder; this default is a checkout's.
@@ -338,8 +338,8 @@ class Experiments:
 
     def check_sources(self) -> None:
         """The files the recipes name exist and fit: the data is a file with more records than eval_size,
-        a local model folder holds a model, a GGUF file is there. Run when the DAG is built, so that such a
-        mistake stops the run before any job."""
+        a local model folder holds a model, a GGUF file is there, the trackers training.report_to names are
+        installed. Run when the DAG is built, so that such a mistake stops the run before any job."""
         for experiment in self:
             recipe, where = experiment.recipe, f"recipe {experiment.recipe_file}"
             data = recipe["data"]
@@ -350,6 +350,7 @@ class Experiments:
                     check_data(source["path"], 0.5, where, key=f"data.sources[{index}].path")
             check_model_source(recipe["model"]["source"], where)
             check_model_folder(recipe["model"], where)
+            check_trackers(recipe["training"], where)
         self.check_lm_eval_tasks()
 
     def check_lm_eval_tasks(self) -> None:
@@ -510,6 +511,7 @@ class Experiments:
                 else ()
             ),
             ("report", run),
+            ("export", run),
         ]
 
     def products(self, name: str) -> list[str]:
@@ -591,6 +593,13 @@ def check_model_source(source: dict, where: str) -> None:
             )
         if not (Path(spec.origin).parent / source["file"]).is_file():
             raise ConfigError(f"{where}: model.source.file: {source['package']} has no file {source['file']}")
+
+
+def check_trackers(training: dict, where: str) -> None:
+    """Stop before any job when a tracker training.report_to names is not installed."""
+    if missing := tracking.missing(training.get("report_to", "none")):
+        name, package = missing[0]
+        raise ConfigError(f"{where}: training.report_to: {name} is not installed (pip install {package})")
 
 
 def check_model_folder(model: dict, where: str) -> None:

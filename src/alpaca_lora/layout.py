@@ -41,6 +41,8 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "adapter": f"{RUN}/train/adapter",
         "history": f"{RUN}/train/history.csv",
         "summary": f"{RUN}/train/summary.json",
+        # One subfolder per tracker that training.report_to names (dvclive/, mlruns/, wandb/, tensorboard/).
+        "tracking": f"{RUN}/train/tracking",
     },
     "evaluate": {
         "metrics": RUN + "/eval/{which}/metrics.json",
@@ -63,6 +65,10 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "eval_answers": f"{RUN}/report/eval_answers.csv",
         "experiment": f"{RUN}/report/experiment.json",
     },
+    "export": {
+        "merged": f"{RUN}/export/merged",
+        "check": f"{RUN}/export/merge_check.json",
+    },
     "summary": {
         part: f"{SUMMARY}/summary.{suffix}"
         for part, suffix in {"csv": "csv", "markdown": "md", "latex": "tex", "html": "html"}.items()
@@ -82,6 +88,7 @@ STEP_KEYS: dict[str, str] = {
     "score_answers": "{experiment}/score_answers.{which}",
     "lm_eval": "{experiment}/lm_eval.{which}",
     "report": "{experiment}/make_report",
+    "export": "{experiment}/export_model",
     "summary": "summary/make_summary",
     "manifest": "{experiment}/write_manifest",
 }

@@ -131,6 +131,8 @@ WORKFLOW_FILES = [
     "pyproject.toml",
     "environment.yml",
     "requirements.txt",
+    "requirements-dev.txt",
+    "requirements-nodeps.txt",
 ]
 
 

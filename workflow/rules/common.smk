@@ -13,6 +13,7 @@ from snakemake.exceptions import WorkflowError
 from alpaca_lora import layout
 from alpaca_lora.common import write_json
 from alpaca_lora.experiments import ConfigError, Experiments, alternatives
+from alpaca_lora.lockfiles import LOCKFILES
 
 # Rules run `python`: make it the interpreter running Snakemake (the one with the pipeline's packages),
 # whether or not its environment is activated.
@@ -149,6 +150,19 @@ def report_inputs(wildcards):
     }
 
 
+def export_inputs(wildcards):
+    """The base model, the adapter, the eval records the merge is checked on, and what the card quotes."""
+    w = experiment(wildcards).wildcards
+    return {
+        "model": layout.MODEL.format(**w),
+        "adapter": files("train_lora", **w)["adapter"],
+        "eval": files("apply_chat_template", **w, part="eval")["templated"],
+        "recipe": str(experiment(wildcards).recipe_file),
+        "convert_summary": files("convert_to_messages", **w)["summary"],
+        "metrics": files("report", **w)["metrics_json"],
+    }
+
+
 def summary_inputs(wildcards):
     """Per experiment, in the config's order: its settings and counts, and its metrics table."""
     reports = [files("report", experiment=name) for name in EXPERIMENTS.names()]
@@ -174,4 +188,7 @@ def manifest_inputs(wildcards):
         "products": EXPERIMENTS.products(name),
         "timings": EXPERIMENTS.timings(name),
         "model": layout.MODEL.format(**EXPERIMENTS[name].wildcards),
+        "lockfiles": [
+            os.path.relpath(Path(workflow.basedir) / lock) for lock in LOCKFILES
+        ],
     }

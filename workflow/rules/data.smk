@@ -9,8 +9,6 @@ rule convert_to_messages:
         layout.log("convert_to_messages"),
     benchmark:
         layout.benchmark("convert_to_messages")
-    conda:
-        "../../environment.yml"
     params:
         settings=lambda w: EXPERIMENTS.conversion_flags(w.dataset),
     shell:
@@ -28,8 +26,6 @@ rule split_dataset:
         layout.log("split_dataset"),
     benchmark:
         layout.benchmark("split_dataset")
-    conda:
-        "../../environment.yml"
     params:
         split=lambda w: EXPERIMENTS.split_settings(w.dataset, w.split),
     shell:
@@ -49,8 +45,6 @@ rule apply_chat_template:
         layout.log("apply_chat_template"),
     benchmark:
         layout.benchmark("apply_chat_template")
-    conda:
-        "../../environment.yml"
     threads: all_cores()
     shell:
         "python {input.script:q} --model {input.model:q} --input {input.messages:q}"

@@ -8,8 +8,6 @@ rule evaluate:
         layout.log("evaluate"),
     benchmark:
         layout.benchmark("evaluate")
-    conda:
-        "../../environment.yml"
     threads: all_cores()
     resources:
         mem_mb=8000,
@@ -38,8 +36,6 @@ rule score_answers:
         layout.log("score_answers"),
     benchmark:
         layout.benchmark("score_answers")
-    conda:
-        "../../environment.yml"
     params:
         settings=lambda w: EXPERIMENTS.scoring_flags(w.experiment),
     shell:

@@ -6,8 +6,6 @@ rule manifest:
         **layout.outputs("manifest"),
     log:
         layout.log("manifest"),
-    conda:
-        "../../environment.yml"
     params:
         # The recipe as validated, schema defaults included.
         recipe=lambda w: json.dumps(
@@ -17,5 +15,5 @@ rule manifest:
         "python {input.script:q} --experiment {wildcards.experiment:q}"
         " --recipe-json {params.recipe:q} --model {input.model:q}"
         " --inputs {input.sources:q} --outputs {input.products:q}"
-        " --benchmarks {input.timings:q}"
+        " --benchmarks {input.timings:q} --lockfiles {input.lockfiles:q}"
         " --output {output.manifest:q} --log-file {log:q}"

@@ -7,8 +7,6 @@ rule prepare_base_model:
         layout.log("prepare_base_model"),
     benchmark:
         layout.benchmark("prepare_base_model")
-    conda:
-        "../../environment.yml"
     threads: all_cores()
     resources:
         mem_mb=8000,

@@ -41,8 +41,6 @@ rule report:
         layout.log("report"),
     benchmark:
         layout.benchmark("report")
-    conda:
-        "../../environment.yml"
     params:
         settings=lambda w: EXPERIMENTS.settings_json(w.experiment),
         manifest=layout.output("manifest", "manifest"),
@@ -99,8 +97,6 @@ rule summary:
         layout.log("summary"),
     benchmark:
         layout.benchmark("summary")
-    conda:
-        "../../environment.yml"
     shell:
         "python {input.script:q} --experiment-json {input.experiment:q}"
         " --metrics-csv {input.metrics:q} --keep-finished --csv {output.csv:q} --markdown {output.markdown:q}"

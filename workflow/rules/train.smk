@@ -23,12 +23,11 @@ rule train_lora:
         adapter=directory(layout.output("train_lora", "adapter")),
         history=layout.output("train_lora", "history"),
         summary=layout.output("train_lora", "summary"),
+        tracking=directory(layout.output("train_lora", "tracking")),
     log:
         layout.log("train_lora"),
     benchmark:
         layout.benchmark("train_lora")
-    conda:
-        "../../environment.yml"
     threads: all_cores()
     resources:
         mem_mb=16000,
@@ -38,4 +37,5 @@ rule train_lora:
         "python {input.script:q} --model {input.model:q} --train {input.train:q}"
         " --eval {input.eval:q} --settings {input.settings:q} --output-dir {output.adapter:q}"
         " --history {output.history:q} --summary {output.summary:q}"
-        " --checkpoint-dir {params.checkpoints:q} --log-file {log:q}"
+        " --checkpoint-dir {params.checkpoints:q} --tracking-dir {output.tracking:q}"
+        " --log-file {log:q}"
