@@ -123,9 +123,7 @@ def workers(launcher_pid: int) -> list[int]:
 def start(folder: Path, runs: dict, section: dict) -> subprocess.Popen:
     arguments = train_arguments(folder, runs["model"], runs["splits"], settings_for(section))
     arguments += ["--log-file", str(folder / "train.log")]
-    return subprocess.Popen(
-        launcher(2, arguments), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    return subprocess.Popen(launcher(2, arguments), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = RUN_TIMEOUT_S) -> None:
@@ -143,7 +141,10 @@ def test_two_processes_resume_after_a_kill_at_a_checkpoint(runs, tmp_path):
     try:
         wait_for(marker.exists, process)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the launcher and both ranks, as a lost node would
+        # The launcher and both ranks at once, as a lost node would (torchrun's workers have sessions of
+        # their own: killing its group alone would leave them training).
+        for pid in [*workers(process.pid), process.pid]:
+            os.kill(pid, signal.SIGKILL)
         process.wait()
     assert not (folder / "adapter").exists() and not (folder / "summary.json").exists()
 
@@ -198,3 +199,59 @@ def test_snakemake_trains_with_two_processes(tmp_path, small_alpaca):
     assert summary["world_size"] == 2 and summary["global_step"] == 4
     assert summary["sft_config"]["per_device_train_batch_size"] == 2
     assert (workdir / "results/two/report/report.md").is_file()
+
+
+# ---- bad input: stopped before any job, the setting named -------------------------------------------------
+
+
+def recipe_with(tmp_path: Path, small_alpaca: Path, distributed_section: dict | None = None, **training) -> dict:
+    model = tmp_path / "no-model-needed"
+    recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", model, small_alpaca)
+    recipe["model"]["source"] = {"kind": "gguf", "path": str(SAMPLE_DATA)}  # exists; never loaded here
+    recipe["training"].update(training)
+    if distributed_section:
+        recipe["distributed"] = distributed_section
+    return recipe
+
+
+@pytest.mark.parametrize(
+    ("section", "training", "local_gpus", "message"),
+    [
+        ({"processes_per_node": 3}, {}, 0, "distributed: 3 processes do not divide the batch"),
+        ({"processes_per_node": 2}, {}, 1, "distributed.processes_per_node: 2 processes, but this machine has 1 GPUs"),
+        ({"processes_per_node": 2, "nodes": 2}, {"use_cpu": True}, 0, "distributed.nodes: 2 nodes need a cluster"),
+        ({"strategy": "deepspeed_zero3"}, {}, None, "distributed.strategy: deepspeed_zero3 needs the deepspeed"),
+        (None, {"use_liger_kernel": True}, 0, "training.use_liger_kernel needs"),
+        (None, {"torch_compile": True}, 1, "training.torch_compile on a GPU needs the triton package"),
+    ],
+)
+def test_what_cannot_run_here_is_named(tmp_path, small_alpaca, section, training, local_gpus, message):
+    from alpaca_lora.experiments import ConfigError
+    from test_packing import experiments_of
+
+    if "deepspeed" in message and distributed_installed("deepspeed"):
+        pytest.skip("deepspeed is installed")
+    if "triton" in message and distributed_installed("triton"):
+        pytest.skip("triton is installed")
+    recipe = recipe_with(tmp_path, small_alpaca, section, **training)
+    with pytest.raises(ConfigError) as caught:
+        experiments_of(tmp_path, recipe).check_training(local_gpus)
+    assert message in str(caught.value) and "r.yaml" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def distributed_installed(package: str) -> bool:
+    from alpaca_lora.hardware import installed
+
+    return installed(package)
+
+
+def test_a_gpu_recipe_asking_for_more_processes_than_gpus_stops_before_any_job(tmp_path, tiny_llama, small_alpaca):
+    recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, small_alpaca)
+    recipe["distributed"] = {"processes_per_node": 2}
+    workdir = make_workdir(tmp_path, {"gpus": recipe})
+    assert "train_lora" in snakemake(workdir, "--dry-run").stdout  # a dry run plans it (a cluster may have them)
+    result = snakemake(workdir, check=False)
+    assert result.returncode != 0
+    assert "distributed.processes_per_node: 2 processes, but this machine has 0 GPUs" in result.stderr + result.stdout
+    assert not (workdir / "results").exists(), "no job may have run"
