@@ -193,8 +193,7 @@ def test_snakemake_trains_with_two_processes(tmp_path, small_alpaca):
     recipe["training"].update(use_cpu=True, per_device_train_batch_size=4)
     recipe["distributed"] = {"processes_per_node": 2}
     workdir = make_workdir(tmp_path, {"two": recipe})
-    result = snakemake(workdir, "--cores", "all")
-    assert "torch.distributed.run --standalone --max-restarts=0 --nproc-per-node=2" in result.stderr
+    snakemake(workdir, "--cores", "all")
     summary = json.loads((workdir / "results/two/train/summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_step"] == 4
     assert summary["sft_config"]["per_device_train_batch_size"] == 2
