@@ -243,10 +243,15 @@ def slurm_job() -> dict[str, str]:
 
 
 def first_node(nodelist: str) -> str:
+    """The address of the allocation's first node (its NodeAddr, which SLURM itself uses to reach it)."""
     hosts = subprocess.run(
         ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
     ).stdout.split()
-    return hosts[0]
+    node = subprocess.run(
+        ["scontrol", "show", "node", "--oneliner", hosts[0]], capture_output=True, text=True, check=True
+    ).stdout
+    found = re.search(r"NodeAddr=(\S+)", node)
+    return found.group(1) if found else hosts[0]
 
 
 def command(args: argparse.Namespace, program: list[str]) -> tuple[list[str], dict[str, str]]:
