@@ -104,7 +104,9 @@ def read_settings(path: str) -> dict:
     if owned:
         raise SystemExit(f"{path}: training.{owned[0]} is set by train_lora.py itself; remove it")
     # model: from_pretrained's settings the workflow adds (a recipe's own model section describes the source)
-    model = {key: settings.get("model", {})[key] for key in TRAINING_MODEL_KEYS if key in settings.get("model", {})}
+    model = {
+        key: settings.get("model", {})[key] for key in TRAINING_MODEL_KEYS if key in settings.get("model", {})
+    }
     return {"lora": settings["lora"], "training": settings["training"], **({"model": model} if model else {})}
 
 

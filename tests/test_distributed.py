@@ -58,10 +58,14 @@ def launcher(processes: int, arguments: list[str]) -> list[str]:
     ]
 
 
-def train(folder: Path, model: Path, splits: dict, processes: int, *extra: str) -> subprocess.CompletedProcess:
+def train(
+    folder: Path, model: Path, splits: dict, processes: int, *extra: str
+) -> subprocess.CompletedProcess:
     section = {**TWO, "processes_per_node": processes} if processes > 1 else None
     arguments = train_arguments(folder, model, splits, settings_for(section), *extra)
-    result = subprocess.run(launcher(processes, arguments), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    result = subprocess.run(
+        launcher(processes, arguments), capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
     assert result.returncode == 0, result.stderr[-6000:]
     return result
 
@@ -78,7 +82,14 @@ def runs(tmp_path_factory, small_alpaca) -> dict:
     started = {}
     for processes in (1, 2):
         begin = time.monotonic()
-        train(folder / f"p{processes}", model, splits, processes, "--log-file", str(folder / f"p{processes}.log"))
+        train(
+            folder / f"p{processes}",
+            model,
+            splits,
+            processes,
+            "--log-file",
+            str(folder / f"p{processes}.log"),
+        )
         started[processes] = time.monotonic() - begin
     return {"folder": folder, "model": model, "splits": splits, "seconds": started}
 
@@ -109,7 +120,9 @@ def test_only_rank_0_writes_and_the_adapter_evaluates(runs):
     assert leftovers == ["adapter", "history.csv", "settings.json", "summary.json"], leftovers
     log = (runs["folder"] / "p2.log").read_text()
     assert log.count("Saved adapter to") == 1  # one process logs to the file
-    metrics, _ = evaluate(runs["folder"] / "eval2", runs["model"], runs["splits"]["eval"], "--adapter", str(two / "adapter"))
+    metrics, _ = evaluate(
+        runs["folder"] / "eval2", runs["model"], runs["splits"]["eval"], "--adapter", str(two / "adapter")
+    )
     summary = json.loads((two / "summary.json").read_text())
     assert math.isclose(metrics["eval_loss"], summary["final_eval_loss"], rel_tol=1e-3)
 
@@ -167,7 +180,9 @@ def test_a_failed_rank_ends_the_job(runs, tmp_path):
     section = {**TWO, "rendezvous_timeout_s": 30}
     settings = settings_for(section)
     settings["training"].update(max_steps=40, save_steps=1000)
-    arguments = train_arguments(folder, runs["model"], runs["splits"], settings, "--log-file", str(folder / "t.log"))
+    arguments = train_arguments(
+        folder, runs["model"], runs["splits"], settings, "--log-file", str(folder / "t.log")
+    )
     process = subprocess.Popen(launcher(2, arguments), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = folder / "t.log"
     try:
@@ -203,7 +218,9 @@ def test_snakemake_trains_with_two_processes(tmp_path, small_alpaca):
 # ---- bad input: stopped before any job, the setting named -------------------------------------------------
 
 
-def recipe_with(tmp_path: Path, small_alpaca: Path, distributed_section: dict | None = None, **training) -> dict:
+def recipe_with(
+    tmp_path: Path, small_alpaca: Path, distributed_section: dict | None = None, **training
+) -> dict:
     model = tmp_path / "no-model-needed"
     recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", model, small_alpaca)
     recipe["model"]["source"] = {"kind": "gguf", "path": str(SAMPLE_DATA)}  # exists; never loaded here
@@ -217,9 +234,24 @@ def recipe_with(tmp_path: Path, small_alpaca: Path, distributed_section: dict | 
     ("section", "training", "local_gpus", "message"),
     [
         ({"processes_per_node": 3}, {}, 0, "distributed: 3 processes do not divide the batch"),
-        ({"processes_per_node": 2}, {}, 1, "distributed.processes_per_node: 2 processes, but this machine has 1 GPUs"),
-        ({"processes_per_node": 2, "nodes": 2}, {"use_cpu": True}, 0, "distributed.nodes: 2 nodes need a cluster"),
-        ({"strategy": "deepspeed_zero3"}, {}, None, "distributed.strategy: deepspeed_zero3 needs the deepspeed"),
+        (
+            {"processes_per_node": 2},
+            {},
+            1,
+            "distributed.processes_per_node: 2 processes, but this machine has 1 GPUs",
+        ),
+        (
+            {"processes_per_node": 2, "nodes": 2},
+            {"use_cpu": True},
+            0,
+            "distributed.nodes: 2 nodes need a cluster",
+        ),
+        (
+            {"strategy": "deepspeed_zero3"},
+            {},
+            None,
+            "distributed.strategy: deepspeed_zero3 needs the deepspeed",
+        ),
         (None, {"use_liger_kernel": True}, 0, "training.use_liger_kernel needs"),
         (None, {"torch_compile": True}, 1, "training.torch_compile on a GPU needs the triton package"),
     ],
@@ -245,12 +277,19 @@ def distributed_installed(package: str) -> bool:
     return installed(package)
 
 
-def test_a_gpu_recipe_asking_for_more_processes_than_gpus_stops_before_any_job(tmp_path, tiny_llama, small_alpaca):
+def test_a_gpu_recipe_asking_for_more_processes_than_gpus_stops_before_any_job(
+    tmp_path, tiny_llama, small_alpaca
+):
     recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", tiny_llama, small_alpaca)
     recipe["distributed"] = {"processes_per_node": 2}
     workdir = make_workdir(tmp_path, {"gpus": recipe})
-    assert "train_lora" in snakemake(workdir, "--dry-run").stdout  # a dry run plans it (a cluster may have them)
+    assert (
+        "train_lora" in snakemake(workdir, "--dry-run").stdout
+    )  # a dry run plans it (a cluster may have them)
     result = snakemake(workdir, check=False)
     assert result.returncode != 0
-    assert "distributed.processes_per_node: 2 processes, but this machine has 0 GPUs" in result.stderr + result.stdout
+    assert (
+        "distributed.processes_per_node: 2 processes, but this machine has 0 GPUs"
+        in result.stderr + result.stdout
+    )
     assert not (workdir / "results").exists(), "no job may have run"

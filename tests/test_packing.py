@@ -1,4 +1,5 @@
-"""Padding-free packing (packing_strategy bfd) is exact for every attention implementation the pipeline allows.
+"""Padding-free packing (packing_strategy bfd) is exact with every attention implementation the pipeline
+allows.
 
 Several records share one row, told apart only by position_ids that restart at each record (TRL's
 padding-free collator). Each record's per-token loss must then equal its loss computed alone; a row whose
@@ -16,7 +17,9 @@ from alpaca_lora.experiments import ConfigError, Experiments
 from alpaca_lora.testing import ROOT, tiny_recipe
 
 ALLOWED = sorted(
-    name for name in hardware.PACKING_SAFE if (package := hardware.ATTENTION[name]) is None or hardware.installed(package)
+    name
+    for name in hardware.PACKING_SAFE
+    if (package := hardware.ATTENTION[name]) is None or hardware.installed(package)
 )
 RECORD_LENGTHS = (7, 12, 5)
 
@@ -37,7 +40,9 @@ def token_losses(model, input_ids: torch.Tensor, position_ids: torch.Tensor) -> 
 def load(path, attention: str):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, attn_implementation=attention, dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(
+        path, attn_implementation=attention, dtype=torch.float32
+    ).eval()
 
 
 def packed_batch(rows: list[list[int]]) -> dict[str, torch.Tensor]:
@@ -56,7 +61,9 @@ def test_packed_per_token_loss_equals_unpacked(request, architecture, attention)
     rows = records(model.config.vocab_size)
     alone = [token_losses(model, torch.tensor([row]), torch.arange(len(row))[None]) for row in rows]
     batch = packed_batch(rows)
-    assert "attention_mask" not in batch or batch["attention_mask"] is None  # the records are told apart by position
+    assert (
+        "attention_mask" not in batch or batch["attention_mask"] is None
+    )  # the records are told apart by position
     packed = token_losses(model, batch["input_ids"], batch["position_ids"])
     start = 0
     for row, expected in zip(rows, alone, strict=True):

@@ -311,7 +311,9 @@ def test_a_two_process_recipe_trains_as_one_job_with_two_tasks(tmp_path, small_a
     [(job_id, job)] = [(i, j) for i, j in new_jobs(before).items() if j["rule"] == "train_lora"]
     assert job["state"] == "COMPLETED"
     details = job_details(job_id)
-    print("scontrol show job", job_id, {k: details.get(k) for k in ("NumNodes", "NumTasks", "NumCPUs", "TRES")})
+    print(
+        "scontrol show job", job_id, {k: details.get(k) for k in ("NumNodes", "NumTasks", "NumCPUs", "TRES")}
+    )
     assert details["NumNodes"] == "1" and details["NumTasks"] == "2", details
     assert "gpu" not in details.get("TresPerJob", "")
     summary = json.loads((workdir / "results/two/train/summary.json").read_text())

@@ -109,7 +109,10 @@ def training_overrides(recipe: dict) -> dict:
     if world == 1:
         return {}
     training = recipe["training"]
-    per_device, accumulation = training["per_device_train_batch_size"], training["gradient_accumulation_steps"]
+    per_device, accumulation = (
+        training["per_device_train_batch_size"],
+        training["gradient_accumulation_steps"],
+    )
     # Split the accumulation first (same memory per process), then the per-device batch.
     if accumulation % world == 0:
         accumulation //= world
@@ -227,7 +230,7 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
-# ---- the launcher ---------------------------------------------------------------------------------------------
+# ---- the launcher -----------------------------------------------------------------------------------------
 
 
 def slurm_job() -> dict[str, str]:
@@ -294,7 +297,9 @@ def task_environment() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--processes-per-node", type=int, default=1)
     parser.add_argument("--rendezvous-timeout-s", type=int, default=300)

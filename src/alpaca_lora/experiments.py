@@ -445,8 +445,8 @@ class Experiments:
 
     def training_settings(self, name: str) -> dict:
         """What the training step gets: the LoRA and training sections (PEFT's and TRL's own field names), the
-        training section with each process's share of the batch (distributed.training_overrides), and the model
-        keys from_pretrained takes (attention, quantization) when the recipe sets them."""
+        training section with each process's share of the batch (distributed.training_overrides), and the
+        model keys from_pretrained takes (attention, quantization) when the recipe sets them."""
         recipe = self[name].recipe
         training = {**recipe["training"], **distributed.training_overrides(recipe)}
         settings = {"lora": recipe["lora"], "training": training}

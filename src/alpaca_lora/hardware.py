@@ -40,7 +40,9 @@ def check(settings: dict, gpus: int | None) -> None:
             "the same row (attention leaks across records); use bfd"
         )
     if training.get("packing") and attention not in PACKING_SAFE:
-        raise ValueError(f"model.attn_implementation: {attention} with packing leaks attention across records")
+        raise ValueError(
+            f"model.attn_implementation: {attention} with packing leaks attention across records"
+        )
     if gpus is None:
         return
     on_cpu = gpus == 0 or bool(training.get("use_cpu"))
@@ -60,6 +62,8 @@ def check(settings: dict, gpus: int | None) -> None:
     if training.get("torch_compile"):
         compiler = "triton" if not on_cpu else None
         if compiler and not installed(compiler):
-            raise ValueError("training.torch_compile on a GPU needs the triton package, which is not installed")
+            raise ValueError(
+                "training.torch_compile on a GPU needs the triton package, which is not installed"
+            )
         if on_cpu and not (shutil.which("c++") or shutil.which("g++")):
             raise ValueError("training.torch_compile on the CPU needs a C++ compiler (c++ or g++) on PATH")

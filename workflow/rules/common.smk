@@ -48,7 +48,9 @@ onstart:
         from alpaca_lora.hardware import local_gpus
 
         try:
-            EXPERIMENTS.check_training(local_gpus() if EXPERIMENTS.needs_gpu_count() else 0)
+            EXPERIMENTS.check_training(
+                local_gpus() if EXPERIMENTS.needs_gpu_count() else 0
+            )
         except ConfigError as error:
             sys.exit(str(error))
 
