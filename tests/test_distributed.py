@@ -293,3 +293,59 @@ def test_a_gpu_recipe_asking_for_more_processes_than_gpus_stops_before_any_job(
         in result.stderr + result.stdout
     )
     assert not (workdir / "results").exists(), "no job may have run"
+
+
+# ---- the settings, resources and commands a recipe's distributed section gives ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("batch", "accumulation", "world", "expected"),
+    [(8, 4, 2, (8, 2)), (8, 1, 2, (4, 1)), (2, 3, 6, (1, 1)), (8, 1, 1, None)],
+)
+def test_each_process_gets_an_equal_share_of_the_batch(batch, accumulation, world, expected):
+    recipe = {
+        "training": {"per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation},
+        "distributed": {"processes_per_node": world},
+    }
+    overrides = distributed.training_overrides(recipe)
+    if expected is None:
+        assert overrides == {}
+        return
+    share = (overrides["per_device_train_batch_size"], overrides["gradient_accumulation_steps"])
+    assert share == expected
+    assert share[0] * share[1] * world == batch * accumulation  # the batch of one optimizer step is kept
+    assert overrides["ddp_timeout"] == 300
+
+
+@pytest.mark.parametrize(
+    ("section", "use_cpu", "expected"),
+    [
+        (None, False, {"nodes": 1, "gpu": 1, "mpi": ""}),
+        ({"processes_per_node": 2}, True, {"nodes": 1, "gpu": 0, "mpi": "srun", "tasks": 2}),
+        (
+            {"nodes": 2, "processes_per_node": 4},
+            False,
+            {"nodes": 2, "gpu": 8, "mpi": "srun", "tasks_per_node": 4},
+        ),
+    ],
+)
+def test_slurm_resources_follow_the_recipe(section, use_cpu, expected):
+    recipe = {"training": {"use_cpu": use_cpu}, **({"distributed": section} if section else {})}
+    assert distributed.slurm_resources(recipe) == expected
+
+
+def test_the_local_launcher(monkeypatch):
+    import argparse
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    args = argparse.Namespace(nodes=1, processes_per_node=1, rendezvous_timeout_s=300)
+    assert distributed.command(args, ["train.py"]) == ([sys.executable, "train.py"], {})
+    args.processes_per_node = 2
+    command, _ = distributed.command(args, ["train.py"])
+    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--max-restarts=0"] + [
+        "--nproc-per-node=2",
+        "train.py",
+    ]
+    args.nodes = 2
+    with pytest.raises(SystemExit, match="distributed.nodes: 2 nodes need a SLURM allocation"):
+        distributed.command(args, ["train.py"])
