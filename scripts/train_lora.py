@@ -104,9 +104,8 @@ def read_settings(path: str) -> dict:
     if owned:
         raise SystemExit(f"{path}: training.{owned[0]} is set by train_lora.py itself; remove it")
     # model: from_pretrained's settings the workflow adds (a recipe's own model section describes the source)
-    model = {
-        key: settings.get("model", {})[key] for key in TRAINING_MODEL_KEYS if key in settings.get("model", {})
-    }
+    loading = settings.get("model", {})
+    model = {key: loading[key] for key in TRAINING_MODEL_KEYS if key in loading}
     return {"lora": settings["lora"], "training": settings["training"], **({"model": model} if model else {})}
 
 
@@ -301,17 +300,20 @@ def check_machine(settings: dict) -> None:
         raise StepError(str(error)) from None
 
 
+def uses_cpu(training: dict) -> bool:
+    """Without an accelerator, say so (the trainer then runs bf16 on the CPU instead of refusing it); the
+    recipe's use_cpu: true trains on the CPU even where there is a GPU."""
+    return bool(training.get("use_cpu")) or not has_accelerator()
+
+
 def training_config(training: dict, checkpoint_dir: Path):
     """TRL's SFTConfig: the recipe's training section as it is, plus the fields this script owns."""
     import torch
     from trl import SFTConfig
 
-    # Without an accelerator, say so (the trainer then runs bf16 on the CPU instead of refusing it); the
-    # recipe's use_cpu: true trains on the CPU even where there is a GPU.
-    use_cpu = bool(training.get("use_cpu")) or not has_accelerator()
     return SFTConfig(
         # The data order follows the seed unless the recipe sets data_seed.
-        **{"data_seed": training["seed"], **training, "use_cpu": use_cpu},
+        **{"data_seed": training["seed"], **training, "use_cpu": uses_cpu(training)},
         output_dir=str(checkpoint_dir),
         save_strategy="steps",
         save_total_limit=2,
@@ -369,8 +371,8 @@ def main(argv: list[str] | None = None) -> None:
         check_machine(settings)
         checkpoint_dir = Path(args.checkpoint_dir)
         fingerprint = settings_fingerprint(settings, args)
-        use_cpu = bool(settings["training"].get("use_cpu")) or not has_accelerator()
-        with distributed.start(settings["training"].get("ddp_timeout"), use_cpu).main_process_first():
+        training = settings["training"]
+        with distributed.start(training.get("ddp_timeout"), uses_cpu(training)).main_process_first():
             resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)  # rank 0 cleans up first
         trainer = build_trainer(settings, args, checkpoint_dir)
         for callback in (progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()):
