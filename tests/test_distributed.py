@@ -349,3 +349,32 @@ def test_the_local_launcher(monkeypatch):
     args.nodes = 2
     with pytest.raises(SystemExit, match="distributed.nodes: 2 nodes need a SLURM allocation"):
         distributed.command(args, ["train.py"])
+
+
+def test_a_rank_that_cannot_reach_the_rendezvous_stops_naming_the_timeout(tmp_path, tiny_llama):
+    """Rank 1 of 2, nobody listening at the first node: a one-line error after the timeout, no hang."""
+    import socket
+
+    with socket.socket() as probe:  # a free port: no rank 0 there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = settings_for({**TWO, "rendezvous_timeout_s": 10})
+    splits = {"train": tmp_path / "train.jsonl", "eval": tmp_path / "eval.jsonl"}
+    for path in splits.values():
+        path.write_text("")
+    arguments = train_arguments(tmp_path, tiny_llama, splits, settings)
+    env = {**os.environ, "RANK": "1", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "train_lora.py"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "MASTER_PORT": str(port)},
+    )
+    assert result.returncode == 1
+    assert time.monotonic() - started < 60
+    error = [line for line in result.stderr.splitlines() if " - ERROR - " in line]
+    assert len(error) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"rank 1: could not join the other processes at 127.0.0.1:{port} within 10 s" in error[0]
+    assert "(distributed.rendezvous_timeout_s)" in error[0]
