@@ -89,6 +89,15 @@ def build_model(folder: Path, tiny: bool) -> tuple[int, dict]:
     return sum(p.numel() for p in model.parameters()), shape
 
 
+def mfu(parameters: int, shape: dict, tokens_per_s: float, peak_tflops: float) -> dict[str, float]:
+    """MFU of LoRA training (4N + attention FLOPs per token, mean context ~ 1024) and the 6N figure."""
+    attention = 12 * shape["num_hidden_layers"] * shape["hidden_size"] * 2048 / 2
+    return {
+        "mfu_lora_4n": (4 * parameters + attention) * tokens_per_s / (peak_tflops * 1e12),
+        "mfu_6n": 6 * parameters * tokens_per_s / (peak_tflops * 1e12),
+    }
+
+
 def main() -> None:
     args = parse_args()
     results = {}
@@ -116,14 +125,9 @@ def main() -> None:
             )
             summary = json.loads((folder / "summary.json").read_text())
             tokens_per_s = summary["train_tokens"] / summary["train_runtime_s"]
-            attention = (
-                12 * shape["num_hidden_layers"] * shape["hidden_size"] * 2048 / 2
-            )  # mean context ~ L/2
-            lora_flops = (4 * parameters + attention) * tokens_per_s
             results[name] = {
                 "tokens_per_s": tokens_per_s,
-                "mfu_lora_4n": lora_flops / (args.peak_tflops * 1e12),
-                "mfu_6n": 6 * parameters * tokens_per_s / (args.peak_tflops * 1e12),
+                **mfu(parameters, shape, tokens_per_s, args.peak_tflops),
                 "train_tokens": summary["train_tokens"],
                 "train_runtime_s": summary["train_runtime_s"],
             }

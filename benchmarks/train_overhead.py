@@ -70,12 +70,20 @@ def prepare(folder: Path, model: str, source: Path = SAMPLE, eval_size: int = 32
 
 
 def train_command(
-    model: str | Path, data: dict[str, Path], folder: Path, recipe: Path = DEFAULT_RECIPE, **training
+    model: str | Path,
+    data: dict[str, Path],
+    folder: Path,
+    recipe: Path = DEFAULT_RECIPE,
+    loading: dict | None = None,
+    **training,
 ) -> list:
     """The pipeline's training step as its rule runs it: a recipe's lora and training sections, some training
-    settings changed (SFTConfig names), written to folder/settings.json; outputs in `folder`."""
+    settings changed (SFTConfig names), written to folder/settings.json; outputs in `folder`. `loading`: the
+    model keys from_pretrained gets (attn_implementation)."""
     settings = yaml.safe_load(Path(recipe).read_text(encoding="utf-8"))
     settings = {"lora": settings["lora"], "training": {**settings["training"], **training}}
+    if loading:
+        settings["model"] = loading
     (folder / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
     outputs = ["--output-dir", folder / "adapter", "--history", folder / "history.csv",
                "--summary", folder / "summary.json", "--checkpoint-dir", folder / "checkpoints"]  # fmt: skip

@@ -13,6 +13,10 @@ grad norm, eval loss) as CSV, and a JSON summary (with every SFTConfig value use
 --checkpoint-dir every save_steps; when that folder holds a checkpoint of the same settings and data,
 training resumes from it. After a successful run the checkpoints are removed (the adapter is the result).
 
+Several processes (a recipe's `distributed` section; launched by `python -m alpaca_lora.distributed`, which
+runs torchrun or srun) train data-parallel: every rank trains, rank 0 alone writes the outputs, the log
+file and the checkpoint markers, and all ranks stop at the same step on SIGTERM.
+
 On SIGTERM (what SLURM sends before a time limit with --signal, on scancel and on preemption; also `kill`)
 training finishes its current step, saves a checkpoint and exits with status 143 without writing the outputs:
 the next run resumes from that checkpoint.
@@ -35,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from alpaca_lora import tracking
+from alpaca_lora import distributed, hardware, tracking
 from alpaca_lora.common import (
     StepError,
     add_log_argument,
@@ -52,6 +56,7 @@ from alpaca_lora.common import (
     trusts_remote_code,
     write_json,
 )
+from alpaca_lora.experiments import TRAINING_MODEL_KEYS
 
 log = logging.getLogger("train_lora")
 
@@ -105,7 +110,10 @@ def read_settings(path: str) -> dict:
     if missing := tracking.missing(settings["training"].get("report_to", "none")):
         name, package = missing[0]
         raise SystemExit(f"{path}: training.report_to: {name} is not installed (pip install {package})")
-    return {"lora": settings["lora"], "training": settings["training"]}
+    # model: from_pretrained's settings the workflow adds (a recipe's own model section describes the source)
+    loading = settings.get("model", {})
+    model = {key: loading[key] for key in TRAINING_MODEL_KEYS if key in loading}
+    return {"lora": settings["lora"], "training": settings["training"], **({"model": model} if model else {})}
 
 
 def load_split(path: str, eos_token: str | None):
@@ -129,6 +137,8 @@ def settings_fingerprint(settings: dict, args: argparse.Namespace) -> str:
                 **settings,
                 "train_sha256": sha256_file(args.train),
                 "model_config_sha256": sha256_file(Path(args.model) / "config.json"),
+                # Another world size splits the batch differently: its checkpoints are not resumed.
+                **({"world_size": distributed.world()} if distributed.world() > 1 else {}),
             }
         )
     )
@@ -164,7 +174,8 @@ def checkpoint_marker_callback():
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
+            distributed.barrier()  # every rank has written its part (its random state, FSDP's shards)
+            if distributed.is_main() and folder.is_dir():
                 (folder / COMPLETE_MARKER).write_text(f"step {state.global_step}\n")
 
     return MarkCompleteCheckpoints()
@@ -198,7 +209,8 @@ def save_and_stop_callback(stop: StopRequest):
         """After a SIGTERM, checkpoint the step just finished and end training (the trainer saves first)."""
 
         def on_step_end(self, args, state, control, **kwargs):
-            if stop and not control.should_training_stop:
+            if distributed.any_rank(bool(stop)) and not control.should_training_stop:
+                stop.signal = stop.signal or signal.SIGTERM  # a rank that got none stops with the others
                 log.warning(
                     "%s received: saving a checkpoint at step %d, then stopping", stop.name, state.global_step
                 )
@@ -285,17 +297,30 @@ def refuse_cpu_at_scale(training: dict, model: str) -> None:
     )
 
 
+def check_machine(settings: dict) -> None:
+    """What the settings need of this machine (a GPU, a package): the workflow checked it where it ran."""
+    import torch
+
+    try:
+        hardware.check(settings, torch.cuda.device_count())
+    except ValueError as error:
+        raise StepError(str(error)) from None
+
+
+def uses_cpu(training: dict) -> bool:
+    """Without an accelerator, say so (the trainer then runs bf16 on the CPU instead of refusing it); the
+    recipe's use_cpu: true trains on the CPU even where there is a GPU."""
+    return bool(training.get("use_cpu")) or not has_accelerator()
+
+
 def training_config(training: dict, checkpoint_dir: Path):
     """TRL's SFTConfig: the recipe's training section as it is, plus the fields this script owns."""
     import torch
     from trl import SFTConfig
 
-    # Without an accelerator, say so (the trainer then runs bf16 on the CPU instead of refusing it); the
-    # recipe's use_cpu: true trains on the CPU even where there is a GPU.
-    use_cpu = bool(training.get("use_cpu")) or not has_accelerator()
     return SFTConfig(
         # The data order follows the seed unless the recipe sets data_seed.
-        **{"data_seed": training["seed"], "report_to": "none", **training, "use_cpu": use_cpu},
+        **{"data_seed": training["seed"], "report_to": "none", **training, "use_cpu": uses_cpu(training)},
         output_dir=str(checkpoint_dir),
         save_strategy="steps",
         save_total_limit=2,
@@ -316,7 +341,12 @@ def build_trainer(settings: dict, args: argparse.Namespace, checkpoint_dir: Path
     train_data = load_split(args.train, tokenizer.eos_token)
     eval_data = load_split(args.eval, tokenizer.eos_token)
     dtype = torch.bfloat16 if settings["training"]["bf16"] else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, trust_remote_code=trust)
+    loading = dict(settings.get("model", {}))  # attn_implementation; quantization: BitsAndBytesConfig (QLoRA)
+    if "quantization" in loading:
+        from transformers import BitsAndBytesConfig
+
+        loading["quantization_config"] = BitsAndBytesConfig(**loading.pop("quantization"))
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, trust_remote_code=trust, **loading)
     return SFTTrainer(
         model=model,
         args=training_config(settings["training"], checkpoint_dir),
@@ -338,17 +368,20 @@ def exit_on_stop_request(stop: StopRequest, where: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()  # the whole step: loading, training, evaluation, saving
     args = parse_args(argv)
-    with step("train_lora", args.log_file, libraries=True):
+    with step("train_lora", args.log_file if distributed.is_main() else None, libraries=True):
         stop = StopRequest()
         stop.install(signal.SIGTERM)
         settings = read_settings(args.settings)
         log.info("Settings: %s", canonical_json(settings))
         refuse_cpu_at_scale(settings["training"], args.model)
+        check_machine(settings)
         checkpoint_dir = Path(args.checkpoint_dir)
         fingerprint = settings_fingerprint(settings, args)
-        resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)
-        trackers = tracking.named(settings["training"].get("report_to", "none"))
-        tracking_dir = start_tracking(trackers, checkpoint_dir, resume_from)
+        training = settings["training"]
+        trackers = tracking.named(training.get("report_to", "none"))
+        with distributed.start(training.get("ddp_timeout"), uses_cpu(training)).main_process_first():
+            resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)  # rank 0 cleans up first
+            tracking_dir = start_tracking(trackers, checkpoint_dir, resume_from)
         trainer = build_trainer(settings, args, checkpoint_dir)
         for callback in (progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()):
             trainer.add_callback(callback)
@@ -374,8 +407,10 @@ def main(argv: list[str] | None = None) -> None:
             # "all-linear" resolves to a set, saved in hash-seed order; sorted, the adapter is repeatable.
             if isinstance(adapter_config.target_modules, set):
                 adapter_config.target_modules = sorted(adapter_config.target_modules)
-        with atomic_directory(args.output_dir) as folder:
-            trainer.save_model(str(folder))
+        with distributed.main_output(args.output_dir, atomic_directory) as folder:
+            trainer.save_model(str(folder))  # every rank: FSDP gathers the weights; rank 0 writes them
+        if not distributed.is_main():
+            return
         if args.tracking_dir or trackers:  # the workflow always names the folder (an output, maybe empty)
             finish_tracking(
                 trackers, tracking_dir, args.tracking_dir or Path(args.output_dir).parent / "tracking"
@@ -389,6 +424,7 @@ def main(argv: list[str] | None = None) -> None:
                 "settings_fingerprint": fingerprint,
                 "resumed_from": resume_from,
                 "global_step": trainer.state.global_step,
+                "world_size": distributed.world(),
                 "train_loss": logged_train_loss(history),
                 "final_eval_loss": final_eval.get("eval_loss"),
                 "train_runtime_s": round(train_seconds, 2),

@@ -98,13 +98,15 @@ def test_a_new_trl_option_is_one_line_in_the_schema(tmp_path):
 
 
 def test_the_settings_file_is_what_the_step_reads(tmp_path):
-    """A recipe file itself is a valid settings file for the step run alone (its other sections ignored)."""
+    """A recipe file itself is a valid settings file for the step run alone (of its model section, only the
+    keys from_pretrained takes; its other sections ignored)."""
     import train_lora
 
     path = ROOT / "config/recipes/phi35-mini-alpaca-recipe.yaml"
     settings = train_lora.read_settings(str(path))
     recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert settings == {"lora": recipe["lora"], "training": recipe["training"]}
+    model = {"attn_implementation": recipe["model"]["attn_implementation"]}
+    assert settings == {"lora": recipe["lora"], "training": recipe["training"], "model": model}
     config = train_lora.training_config(settings["training"], Path(tmp_path))
     assert config.packing is True and config.bf16 is True and config.completion_only_loss is True
     assert config.data_seed == recipe["training"]["seed"]

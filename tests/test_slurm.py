@@ -178,7 +178,8 @@ def test_jobs_carry_the_profiles_resources(slurm_run):
     for rule in ("train_lora", "evaluate"):
         wanted = PROFILE["set-resources"][rule]
         job = job_details(by_rule[rule])
-        assert re.search(rf"gpu:{wanted['gpu']}\b", job.get("TresPerJob", "")), (rule, job)
+        gpus = wanted.get("gpu", 1)  # train_lora: the recipe's (one process: one GPU)
+        assert re.search(rf"gpu:{gpus}\b", job.get("TresPerJob", "")), (rule, job)
         assert megabytes(job["MinMemoryNode"]) == wanted["mem_mb"], (rule, job["MinMemoryNode"])
         assert job["TimeLimit"] == f"{wanted['runtime'] // 60:02d}:{wanted['runtime'] % 60:02d}:00"
     data_step = job_details(by_rule["split_dataset"])
@@ -296,3 +297,26 @@ def test_sigterm_before_the_time_limit_checkpoints_and_the_retry_resumes(tmp_pat
     resumed = re.fullmatch(r".*/checkpoint-(\d+)", summary["resumed_from"] or "")
     assert resumed and 1 <= int(resumed.group(1)) < 8, summary["resumed_from"]
     assert summary["global_step"] == 8
+
+
+def test_a_two_process_recipe_trains_as_one_job_with_two_tasks(tmp_path, small_alpaca):
+    """distributed.processes_per_node: 2 on the CPU (gloo): one SLURM job, 2 tasks started by srun."""
+    model = build_tiny_model(tmp_path / "model", SAMPLE_DATA, "llama")
+    recipe = tiny_recipe("smollm2-135m-alpaca-sample.yaml", model, small_alpaca)
+    recipe["training"].update(use_cpu=True)
+    recipe["distributed"] = {"processes_per_node": 2, "rendezvous_timeout_s": 120}
+    workdir = make_workdir(tmp_path, {"two": recipe})
+    before = set(slurm_jobs())
+    run_workflow(workdir, "--until", "train_lora")
+    [(job_id, job)] = [(i, j) for i, j in new_jobs(before).items() if j["rule"] == "train_lora"]
+    assert job["state"] == "COMPLETED"
+    details = job_details(job_id)
+    print(
+        "scontrol show job", job_id, {k: details.get(k) for k in ("NumNodes", "NumTasks", "NumCPUs", "TRES")}
+    )
+    assert details["NumNodes"] == "1" and details["NumTasks"] == "2", details
+    assert "gpu" not in details.get("TresPerJob", "")
+    summary = json.loads((workdir / "results/two/train/summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_step"] == 4
+    slurm_log = next((workdir / ".snakemake" / "slurm_logs").rglob(f"{job_id}.log")).read_text()
+    assert "Launching: srun --nodes=1 --ntasks=2 --ntasks-per-node=2 --kill-on-bad-exit=1" in slurm_log

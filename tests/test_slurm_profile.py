@@ -37,8 +37,12 @@ def test_every_rule_with_all_cores_threads_gets_its_cpus_from_the_profile():
 def test_gpu_steps_ask_for_a_gpu_and_cluster_values_are_in_one_block():
     profile = yaml.safe_load(PROFILE_FILE.read_text(encoding="utf-8"))
     for rule in ("train_lora", "evaluate"):
-        resources = profile["set-resources"][rule]
-        assert resources["gpu"] == 1 and resources["slurm_partition"] == "?gpu_partition"
+        assert profile["set-resources"][rule]["slurm_partition"] == "?gpu_partition"
+    assert profile["set-resources"]["evaluate"]["gpu"] == 1
+    # The training's GPUs, nodes and tasks come from the recipe (the rule's resources): the profile would win.
+    assert not {"gpu", "nodes", "tasks", "tasks_per_node", "mpi"} & set(
+        profile["set-resources"]["train_lora"]
+    )
     assert "gpu" not in str(profile["default-resources"])
     assert "--signal=TERM@" in profile["set-resources"]["train_lora"]["slurm_extra"]
     # Shipped neutral: "" is the cluster's default everywhere, so the profile runs unedited on any cluster.

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alpaca_lora import layout, tracking
+from alpaca_lora import distributed, hardware, layout, tracking
 from alpaca_lora.common import canonical_json, load_yaml, sha256_text, yaml12_scalars
 
 # The schemas ship with the workflow: the Snakefile passes their folder; this default is a checkout's.
@@ -32,6 +32,9 @@ SCORING_KEYS = {"code_timeout_s": "timeout_s", "code_memory_mb": "memory_mb", "c
 OTHER_EVALUATIONS = {"lm_eval"}
 # Flags given once per value (--prompt a --prompt b); other lists are one flag with several values.
 REPEATED_FLAGS = {"prompt", "placeholder_inputs", "source", "task", "include_path"}
+# model keys the training step reads (from_pretrained's): not part of the base model folder, so experiments
+# sharing a model.name may differ in them.
+TRAINING_MODEL_KEYS = ("attn_implementation", "quantization")
 
 
 class ConfigError(ValueError):
@@ -323,16 +326,20 @@ class Experiments:
     def _shared_by_name(self, section: str) -> dict[str, dict]:
         """A shared artifact's name (the base model) -> its settings: one name, one definition."""
         seen: dict[str, Experiment] = {}
+
+        def shared(recipe: dict) -> dict:
+            return {k: v for k, v in recipe[section].items() if k not in TRAINING_MODEL_KEYS}
+
         for experiment in self:
             settings = experiment.recipe[section]
             first = seen.setdefault(settings["name"], experiment)
-            if first.recipe[section] != settings:
+            if shared(first.recipe) != shared(experiment.recipe):
                 raise ConfigError(
                     f"{section} {settings['name']!r} is defined differently in experiments {first.name} and "
                     f"{experiment.name} ({first.recipe_file}, {experiment.recipe_file}); make the two the "
                     "same or give one of them another name"
                 )
-        return {name: experiment.recipe[section] for name, experiment in seen.items()}
+        return {name: shared(experiment.recipe) for name, experiment in seen.items()}
 
     # ---- what can be checked before any job runs --------------------------------------------------------
 
@@ -379,6 +386,31 @@ class Experiments:
                     f"recipe {experiment.recipe_file}: evaluation.lm_eval.tasks[{index}]: lm-eval knows no "
                     f"task {unknown[0]!r}{closest(unknown[0], known[include])} (`lm_eval ls tasks` lists all)"
                 )
+
+    def check_training(self, local_gpus: int | None) -> None:
+        """What the training needs of the machine and the launcher (see distributed.check, hardware.check);
+        `local_gpus`: this machine's GPUs when the jobs run here, None for a cluster or a dry run."""
+        for experiment in self:
+            try:
+                distributed.check(experiment.recipe, local_gpus)
+                hardware.check(experiment.recipe, local_gpus)
+            except ValueError as error:
+                raise ConfigError(f"recipe {experiment.recipe_file} ({experiment.name}): {error}") from None
+
+    def needs_gpu_count(self) -> bool:
+        """Whether checking the recipes needs this machine's GPU count (importing torch takes seconds)."""
+
+        def asks_for_gpus(recipe: dict) -> bool:
+            model, training = recipe["model"], recipe["training"]
+            return not training.get("use_cpu") and bool(
+                distributed.world_size(recipe.get("distributed")) > 1
+                or model.get("quantization")
+                or model.get("attn_implementation") == "flash_attention_2"
+                or training.get("use_liger_kernel")
+                or training.get("torch_compile")
+            )
+
+        return any(asks_for_gpus(experiment.recipe) for experiment in self)
 
     # ---- probes ----------------------------------------------------------------------------------------
 
@@ -443,9 +475,20 @@ class Experiments:
         return cli_flags({**source, "trust_remote_code": settings["trust_remote_code"]})
 
     def training_settings(self, name: str) -> dict:
-        """What the training step gets: the LoRA and training sections (PEFT's and TRL's own field names)."""
+        """What the training step gets: the LoRA and training sections (PEFT's and TRL's own field names), the
+        training section with each process's share of the batch (distributed.training_overrides), and the
+        model keys from_pretrained takes (attention, quantization) when the recipe sets them."""
         recipe = self[name].recipe
-        return {"lora": recipe["lora"], "training": recipe["training"]}
+        training = {**recipe["training"], **distributed.training_overrides(recipe)}
+        settings = {"lora": recipe["lora"], "training": training}
+        model = {key: recipe["model"][key] for key in TRAINING_MODEL_KEYS if key in recipe["model"]}
+        return {**settings, **({"model": model} if model else {})}
+
+    def launch_flags(self, name: str) -> str:
+        return distributed.launch_flags(self[name].recipe)
+
+    def slurm_resources(self, name: str) -> dict:
+        return distributed.slurm_resources(self[name].recipe)
 
     def evaluation_flags(self, name: str) -> str:
         """Generation settings and the probe prompts (not their tests, which only scoring reads)."""

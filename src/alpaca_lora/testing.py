@@ -173,6 +173,8 @@ def tiny_recipe(base: str, model: Path, data: Path) -> dict:
     """A shipped recipe (a file name in config/recipes) on a tiny model and data: few steps, short texts."""
     recipe = yaml.safe_load((ROOT / "config" / "recipes" / base).read_text(encoding="utf-8"))
     recipe["model"].update(name="tiny", source={"kind": "local", "path": str(model)})
+    if recipe["model"].get("attn_implementation") == "flash_attention_2":
+        recipe["model"]["attn_implementation"] = "sdpa"  # the GPU kernel; tiny models train on the CPU
     recipe["data"].update(name="small", path=str(data))
     recipe["split"]["eval_size"] = 8
     recipe["training"].update(

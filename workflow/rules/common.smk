@@ -36,9 +36,24 @@ try:
         config_file=CONFIG_SOURCES,
     )
     EXPERIMENTS.check_sources()
+    EXPERIMENTS.check_training(None)  # what holds on any machine
 except ConfigError as error:
     # One line, the file and the key: no traceback, no heading (a WorkflowError would print both).
     sys.exit(str(error))
+
+
+onstart:
+    # Before the first job of a real run (not a dry run) whose jobs run on this machine: what training needs
+    # of it (GPUs, GPU-only packages). A cluster job's training step checks its own node.
+    if workflow.local_exec and not workflow.remote_exec:
+        from alpaca_lora.hardware import local_gpus
+
+        try:
+            EXPERIMENTS.check_training(
+                local_gpus() if EXPERIMENTS.needs_gpu_count() else 0
+            )
+        except ConfigError as error:
+            sys.exit(str(error))
 
 
 wildcard_constraints:

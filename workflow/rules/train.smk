@@ -31,10 +31,21 @@ rule train_lora:
     threads: all_cores()
     resources:
         mem_mb=16000,
+        # From the recipe's distributed section (SLURM: nodes, one task per process, GPUs; mpi: the launcher
+        # runs srun itself): see src/alpaca_lora/distributed.py.
+        nodes=lambda w: EXPERIMENTS.slurm_resources(w.experiment)["nodes"],
+        tasks=lambda w: EXPERIMENTS.slurm_resources(w.experiment).get("tasks", 0),
+        tasks_per_node=lambda w: EXPERIMENTS.slurm_resources(w.experiment).get(
+            "tasks_per_node", 0
+        ),
+        gpu=lambda w: EXPERIMENTS.slurm_resources(w.experiment)["gpu"],
+        mpi=lambda w: EXPERIMENTS.slurm_resources(w.experiment)["mpi"],
     params:
         checkpoints=layout.CHECKPOINTS,
+        launch=lambda w: EXPERIMENTS.launch_flags(w.experiment),
     shell:
-        "python {input.script:q} --model {input.model:q} --train {input.train:q}"
+        "python -m alpaca_lora.distributed {params.launch} --"
+        " {input.script:q} --model {input.model:q} --train {input.train:q}"
         " --eval {input.eval:q} --settings {input.settings:q} --output-dir {output.adapter:q}"
         " --history {output.history:q} --summary {output.summary:q}"
         " --checkpoint-dir {params.checkpoints:q} --tracking-dir {output.tracking:q}"
