@@ -46,8 +46,12 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "metrics": RUN + "/eval/{which}/metrics.json",
         "generations": RUN + "/eval/{which}/generations.jsonl",
         "eval_answers": RUN + "/eval/{which}/eval_answers.jsonl",
+        "humaneval_answers": RUN + "/eval/{which}/humaneval_answers.jsonl",
     },
-    "score_answers": {"scores": RUN + "/eval/{which}/scores.json"},
+    "score_answers": {
+        "scores": RUN + "/eval/{which}/scores.json",
+        "humaneval": RUN + "/eval/{which}/humaneval.jsonl",
+    },
     "report": {
         "markdown": f"{RUN}/report/report.md",
         "html": f"{RUN}/report/report.html",
@@ -59,8 +63,12 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "experiment": f"{RUN}/report/experiment.json",
     },
     "summary": {
-        part: f"{SUMMARY}/summary.{suffix}"
-        for part, suffix in {"csv": "csv", "markdown": "md", "latex": "tex", "html": "html"}.items()
+        **{
+            part: f"{SUMMARY}/summary.{suffix}"
+            for part, suffix in {"csv": "csv", "markdown": "md", "latex": "tex", "html": "html"}.items()
+        },
+        "seeds": f"{SUMMARY}/seeds.csv",
+        "plots": f"{SUMMARY}/plots",
     },
     "manifest": {"manifest": f"{RUN}/manifest.json"},
 }
