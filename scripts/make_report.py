@@ -389,7 +389,7 @@ def metric_rows(
 
 def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -485,7 +485,7 @@ def dvc_metrics(rows: list[dict], trained: dict) -> dict:
     """A few numbers per model for `dvc metrics show` and `dvc metrics diff` (all of them: metrics.csv)."""
     by_key = {row["key"]: row for row in rows}
     return {
-        **{side: {key: by_key[key][side] for key in DVC_METRICS} for side in SIDES},
+        **{side: {key: by_key[key][side] for key in DVC_METRICS if key in by_key} for side in SIDES},
         "train_loss": trained["train_loss"],
     }
 
