@@ -237,6 +237,8 @@ def seeds_latex(seeds: Table, metrics: list[str], computed_on: dict[str, list[st
     """The paper table of a seed grid: per setting, the tuned model's headline metrics as mean ± half-width of
     the 95% interval over seeds."""
     settings = [c for c in seeds.columns if "." in c.key]
+    constant = [c for c in settings if len({json_key(row.get(c.key)) for row in seeds.rows}) == 1]
+    settings = [c for c in settings if c not in constant] or settings[:1]
     headline = [m for m in metrics if m in LATEX_METRICS]
     rows = [
         {
@@ -251,6 +253,10 @@ def seeds_latex(seeds: Table, metrics: list[str], computed_on: dict[str, list[st
     comments = [
         "Needs \\usepackage{booktabs}. Mean over seeds ± half-width of its 95% Student-t interval.",
         "Every setting and metric, tuned and difference: seeds.csv.",
+        *(
+            ["Same in every row: " + ", ".join(f"{c.key} = {seeds.rows[0].get(c.key)}" for c in constant)]
+            * bool(constant)
+        ),
         *computed_notes(computed_on),
     ]
     return "\n".join(f"% {line}" for line in comments) + "\n" + to_latex(Table(columns, rows))
