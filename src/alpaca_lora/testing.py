@@ -201,8 +201,14 @@ def tiny_recipe(base: str, model: Path, data: Path) -> dict:
         save_steps=2,
     )
     recipe["evaluation"].update(
-        max_new_tokens=8, max_length=128, reference_records=4, reference_max_new_tokens=6
+        max_new_tokens=8,
+        max_length=128,
+        reference_records=4,
+        reference_max_new_tokens=6,
+        bootstrap_resamples=999,
     )
+    if "humaneval" in recipe["evaluation"]:
+        recipe["evaluation"]["humaneval"].update(problems=2, max_new_tokens=8)
     return recipe
 
 
