@@ -198,8 +198,9 @@ def generate(
     {answer, new_tokens, hit_max_new_tokens} (hit: no stop token within max_new_tokens).
 
     Greedy, one answer per prompt; with `sampling` ({n, temperature, top_p}) n sampled answers per prompt,
-    prompt by prompt. Batches of `batch_size` prompts, left-padded, with the KV cache; each sequence stops on
-    its own (a finished one is padded while the rest of its batch goes on)."""
+    prompt by prompt. Batches of `batch_size` prompts, left-padded, with the KV cache (the generation config's
+    use_cache, on by default); each sequence stops on its own (a finished one is padded while the rest of its
+    batch goes on)."""
     import torch
 
     tokenizer.padding_side = "left"
@@ -227,7 +228,6 @@ def generate(
                 max_new_tokens=max_new_tokens,
                 eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id,
-                use_cache=True,
                 **decoding,
             )
         new_tokens = 0
