@@ -87,7 +87,7 @@ METRIC_COLUMNS = [
     "significant",
 ]
 # The numbers `dvc metrics show` lists, per model (metrics.json); the rest are in metrics.csv.
-DVC_METRICS = ["eval_loss", "chrf", "bleu", "rougeL", "pass@1", "humaneval_pass@1"]
+DVC_METRICS = ["eval_loss", "chrf", "bleu", "rougeL", "pass@1"]
 PROBE_COLUMNS = [
     "prompt",
     *SIDES,
@@ -485,7 +485,7 @@ def dvc_metrics(rows: list[dict], trained: dict) -> dict:
     """A few numbers per model for `dvc metrics show` and `dvc metrics diff` (all of them: metrics.csv)."""
     by_key = {row["key"]: row for row in rows}
     return {
-        **{side: {key: by_key[key][side] for key in DVC_METRICS if key in by_key} for side in SIDES},
+        **{side: {key: by_key[key][side] for key in DVC_METRICS} for side in SIDES},
         "train_loss": trained["train_loss"],
     }
 
