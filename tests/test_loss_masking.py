@@ -68,7 +68,7 @@ def first_batch(model: Path, records: list[dict], tmp_path: Path, completion_onl
     args = argparse.Namespace(model=str(model), train=str(data), eval=str(data))
     trainer = train_lora.build_trainer(settings, args, tmp_path / "checkpoints")
     batch = next(iter(trainer.get_train_dataloader()))
-    return tokenizer, templated, batch
+    return tokenizer, templated, batch, trainer
 
 
 def rows(tokenizer, batch) -> dict[str, tuple[list[int], list[int]]]:
@@ -86,7 +86,7 @@ def test_only_the_answer_and_its_end_of_turn_are_scored(name, request, tmp_path)
     import train_lora
 
     model = request.getfixturevalue(name)
-    tokenizer, templated, batch = first_batch(model, [*single_turn(3), MULTI_TURN], tmp_path, True)
+    tokenizer, templated, batch, _ = first_batch(model, [*single_turn(3), MULTI_TURN], tmp_path, True)
     by_text = rows(tokenizer, batch)
     assert len(by_text) == 4
     for record in templated:
@@ -109,6 +109,32 @@ def test_only_the_answer_and_its_end_of_turn_are_scored(name, request, tmp_path)
 @pytest.mark.parametrize("name", sorted(END_OF_TURN))
 def test_completion_only_loss_off_scores_the_whole_text(name, request, tmp_path):
     model = request.getfixturevalue(name)
-    tokenizer, _, batch = first_batch(model, single_turn(2), tmp_path, False)
+    tokenizer, _, batch, _ = first_batch(model, single_turn(2), tmp_path, False)
     for ids, labels in rows(tokenizer, batch).values():
         assert labels[1:] == ids[1:] and len(ids) > 20
+
+
+def test_evaluation_scores_what_trl_scores_with_a_bos_adding_tokenizer(tmp_path):
+    """A tokenizer that puts a BOS token before every text (as Llama's and Gemma's do): the evaluation's
+    per-record loss, summed over the batch's answer tokens, equals TRL's own loss on the trainer's batch."""
+    import torch
+
+    import evaluate
+    from alpaca_lora.testing import BOS, build_tiny_model
+    from conftest import SAMPLE_DATA as data
+
+    model_dir = build_tiny_model(tmp_path / "bos-model", data, bos=True)
+    records = single_turn(4)
+    tokenizer, templated, batch, trainer = first_batch(model_dir, records, tmp_path, True)
+    bos = tokenizer.convert_tokens_to_ids(BOS)
+    starts = [
+        ids[mask.bool()][0].item()
+        for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+    ]
+    assert starts == [bos] * len(records), "TRL's batch starts every record with the BOS token"
+    trainer.model.eval()
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(trainer.model, dict(batch)).item()
+    found = evaluate.answer_loss(tokenizer, trainer.model, templated, batch_size=2, max_length=512)
+    assert found["answer_tokens"] == int((batch["labels"][:, 1:] != -100).sum())
+    assert found["eval_loss"] == pytest.approx(trl_loss, rel=1e-5)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alpaca_lora.humaneval import INSTRUCTION
 from conftest import ROOT, run_script
 
 
@@ -30,6 +31,11 @@ def metrics(loss: float, hit: int, adapter: str | None) -> dict:
         "probes_hit_max_new_tokens": hit,
         "eval_answers": 2,
         "eval_answers_hit_max_new_tokens": 2 - hit,
+        # 10 records of 50 answer tokens whose losses spread around the mean (they sum to it).
+        "per_record": [
+            {"id": str(i), "loss_sum": loss * (50 + (5.0 if i % 2 else -5.0) * (i // 2 + 1)), "tokens": 50}
+            for i in range(10)
+        ],
         "model": "results/models/m",
         "adapter": adapter,
         "eval_file": "eval.templated.jsonl",
@@ -97,7 +103,32 @@ def scores(chrf: float, outcome: str) -> dict:
             "isolation": {"layers": ["process limits", "audit hook", "mount, pid and network namespaces"]},
             "per_probe": [probe],
         },
+        "humaneval": {
+            "problems": 4,
+            "passed": int(chrf > 30),
+            "pass@1": int(chrf > 30) / 4,
+            "samples": 0,
+            "sampled_pass@k": {},
+            "failures": {"no code": 3} if chrf > 30 else {"no code": 2, "timeout": 2},
+            "instruction": "x",
+        },
     }
+
+
+def humaneval_results(passes: int) -> list[dict]:
+    """Per-problem results as score_answers.py writes them: the first `passes` pass."""
+    return [
+        {
+            "task_id": f"HumanEval/{i}",
+            "passed": i < passes,
+            "failure": None if i < passes else "no code",
+            "detail": "",
+            "code_shape": "none",
+            "samples": 0,
+            "correct": 0,
+        }
+        for i in range(4)
+    ]
 
 
 # Answers as small models write them: leading and inner blank lines, code fences (one never closed), comment
@@ -136,6 +167,8 @@ def probe_answers(model: str) -> list[dict]:
 
 
 def report_arguments(tmp_path: Path) -> tuple[dict, dict]:
+    for which in ("base", "tuned"):
+        (tmp_path / "eval" / which).mkdir(parents=True)
     history = tmp_path / "history.csv"
     history.write_text(
         "step,epoch,loss,eval_loss,learning_rate,grad_norm\n1,0.1,2.0,,1e-4,0.5\n2,0.2,1.5,,5e-5,0.4\n"
@@ -200,6 +233,8 @@ def report_arguments(tmp_path: Path) -> tuple[dict, dict]:
         "tuned_generations": write(tmp_path / "tg.jsonl", probe_answers("tuned")),
         "base_eval_answers": write(tmp_path / "be.jsonl", answers("base")),
         "tuned_eval_answers": write(tmp_path / "te.jsonl", answers("tuned")),
+        "base_humaneval": write(tmp_path / "eval" / "base" / "humaneval.jsonl", humaneval_results(0)),
+        "tuned_humaneval": write(tmp_path / "eval" / "tuned" / "humaneval.jsonl", humaneval_results(1)),
     }
     out = tmp_path / "r"
     outputs = {
@@ -266,15 +301,34 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
         and "from 2.5000 for the base model to 1.5000" in text
     )
     table = [[cell.text_content() for cell in row.xpath("td")] for row in page.xpath("//table[1]/tbody/tr")]
-    assert table[0] == [
+    assert [table[0][i] for i in (0, 1, 3, 5, 7, 8)] == [
         "eval loss (answer tokens)",
         "2.5000",
         "1.5000",
         "-1.0000",
+        "10",
         rows["eval_loss"]["computed_on"],
     ]
-    assert table[2][:4] == ["chrF", "20.0000", "50.0000", "30.0000"]
-    assert "stop at <|im_end|>" in table[2][4], "the stop token shows as written"
+    # Each interval holds its point; the records' losses spread, so the intervals have a width.
+    for side, point in (("base", 2.5), ("tuned", 1.5), ("difference", -1.0)):
+        low, high = float(rows["eval_loss"][f"{side}_low"]), float(rows["eval_loss"][f"{side}_high"])
+        assert low < point < high, side
+    assert (
+        table[0][2]
+        == f"[{float(rows['eval_loss']['base_low']):.4f}, {float(rows['eval_loss']['base_high']):.4f}]"
+    )
+    assert rows["eval_loss"]["significant"] == "True" and "n.s." not in table[0][6]
+    assert [table[2][i] for i in (0, 1, 3, 5)] == ["chrF", "20.0000", "50.0000", "30.0000"]
+    assert table[2][6] == "[30.0000, 30.0000]", "every answer's chrF rose by 30: no spread"
+    assert "stop at <|im_end|>" in table[2][8], "the stop token shows as written"
+    # HumanEval: 0 of 4 and 1 of 4 problems pass; Wilson intervals; a difference of 1 in 4 is not significant.
+    humaneval = rows["humaneval_pass@1"]
+    assert (float(humaneval["base"]), float(humaneval["tuned"]), humaneval["n"]) == (0.0, 0.25, "4")
+    assert float(humaneval["base_low"]) == 0.0 and 0.25 < float(humaneval["tuned_high"]) < 1.0
+    assert humaneval["significant"] == "False" and "n.s. (contains 0)" in text
+    links = [a.get("href") for a in page.xpath("//a")]
+    assert "../eval/base/humaneval.jsonl" in links and "../eval/tuned/humaneval.jsonl" in links
+    assert "Complete the following Python function" in text, "the instruction wrapper is stated"
     # Why each code probe failed: the failed test and its error; code for another function, not "no code".
     probes = [[cell.text_content() for cell in row.xpath("td")] for row in page.xpath("//table[2]/tbody/tr")]
     assert probes == [
@@ -291,7 +345,8 @@ def test_report_shows_base_vs_tuned_curves_and_answers(tmp_path):
     assert [img.get("src") for img in page.xpath("//img")] == ["loss_curve.png"]
     # Every answer is one code block holding exactly the answer: nothing in it became markup.
     blocks = [block.text_content() for block in page.xpath("//pre/code")]
-    assert blocks[:-1] == [f"{answer}\n" for answer in every_answer(outputs)]
+    assert blocks[0] == f"{INSTRUCTION}\n", "the HumanEval instruction, verbatim"
+    assert blocks[1:-1] == [f"{answer}\n" for answer in every_answer(outputs)]
     assert "learning_rate: 3.0e-4" in blocks[-1], "the recipe used is shown verbatim"
     headings = [h.text_content() for h in page.xpath("//h1|//h2|//h3|//h4")]
     assert not any("Example usage" in h or "heading?" in h for h in headings), headings
@@ -340,7 +395,7 @@ def test_the_html_report_renders_in_a_browser(tmp_path, browser):
         assert markup not in outside, f"{markup!r} shows as text outside the answers"
     assert not any("Example usage" in heading for heading in page["headings"])
     assert page["images"] and all(image["complete"] and image["width"] > 0 for image in page["images"])
-    assert page["values"][0] == {"header": 5, "cells": [5] * 8}, "the metrics table: 8 rows of 5 cells"
+    assert page["values"][0] == {"header": 9, "cells": [9] * 9}, "the metrics table: 9 rows of 9 cells"
 
 
 def test_the_report_is_the_same_wherever_it_is_made(tmp_path):
@@ -380,8 +435,11 @@ def test_without_eval_answers_or_code_probes_the_metrics_say_n_a(tmp_path):
         inputs[f"{which}_eval_answers"] = write(tmp_path / f"{which}-none.jsonl", [])
     make_report(inputs, outputs)
     report = outputs["markdown"].read_text(encoding="utf-8")
-    assert "| chrF | n/a | n/a | n/a | first 0 eval records;" in report
-    assert "| pass@1 (code probes) | n/a | n/a | n/a | 0 probes with tests" in report
+    assert "| chrF | n/a |  | n/a |  | n/a |  | 0 | first 0 eval records;" in report
+    assert "| pass@1 (code probes) | n/a |  | n/a |  | n/a |  | 0 | 0 probes with tests" in report
+    assert "HumanEval pass" not in report and "### HumanEval" not in report, (
+        "no HumanEval: no row, no section"
+    )
     layers = " + ".join(empty["code"]["isolation"]["layers"])
     assert f"layers: {layers})" in report and layers.startswith("process limits + audit hook")
     header = outputs["eval_answers_csv"].read_text().strip().split(",")

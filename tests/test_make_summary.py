@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, run_script
 
 METRIC_KEYS = ["eval_loss", "chrf", "pass@1", "eval_hit_max"]
@@ -167,3 +169,36 @@ def test_rows_of_experiments_finished_earlier_are_kept(tmp_path):
         rows = list(csv.DictReader(handle))
     assert [row["experiment"] for row in rows] == ["now", "earlier"]
     assert float(rows[1]["chrf_tuned"]) == 20.0
+
+
+def test_a_seed_grid_is_summarised_as_mean_and_interval_per_setting(tmp_path):
+    """lora.r x training.seed: per r, the tuned eval loss over three seeds as mean ± Student-t half-width in
+    seeds.csv and the LaTeX table, and a plot per metric against lora.r."""
+    from scipy import stats as scipy_stats
+
+    losses = {4: [1.25, 1.5, 1.0], 8: [1.0, 1.125, 0.875]}
+    experiments = [
+        experiment(
+            tmp_path / f"r{r}s{seed}", f"base--lora.r={r}--training.seed={seed}", r, seed, (2.5, loss), 30.0
+        )
+        for r, values in losses.items()
+        for seed, loss in enumerate(values, start=1)
+    ]
+    plots = tmp_path / "plots"
+    seeds_csv = tmp_path / "seeds.csv"
+    out = summarize(tmp_path, experiments, "--seeds-csv", seeds_csv, "--plots", plots)
+    with open(seeds_csv, newline="") as handle:
+        rows = {row["lora.r"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"4", "8"} and "training.seed" not in next(iter(rows.values()))
+    for r, values in losses.items():
+        mean = sum(values) / 3
+        half = scipy_stats.t.ppf(0.975, 2) * scipy_stats.sem(values)
+        assert rows[str(r)]["seeds"] == "3"
+        assert float(rows[str(r)]["eval_loss_tuned_mean"]) == pytest.approx(mean)
+        assert float(rows[str(r)]["eval_loss_tuned_half_width"]) == pytest.approx(half)
+    latex = out["tex"].read_text()
+    body = [line for line in latex.splitlines() if line.endswith("\\\\")]
+    assert len(body) == 3, "a header and one row per setting, not per seed"
+    half = scipy_stats.t.ppf(0.975, 2) * scipy_stats.sem(losses[4])
+    assert body[1].startswith(f"4 & 3 & {sum(losses[4]) / 3:.4f} ± {half:.4f} & "), body[1]
+    assert (plots / "eval_loss-vs-lora.r.png").read_bytes()[:4] == b"\x89PNG"

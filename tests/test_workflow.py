@@ -50,10 +50,22 @@ def test_end_to_end_run_writes_every_artifact(finished_run):
     scores = json.loads((run / "eval" / "tuned" / "scores.json").read_text())
     assert scores["reference"]["records"] == 4 and scores["code"]["problems"] == 5
     assert len((run / "eval" / "base" / "eval_answers.jsonl").read_text().splitlines()) == 4
+    # HumanEval on the recipe's subset (2 problems in the tiny recipe), per problem, linked from the report.
+    for which in ("base", "tuned"):
+        problems = [
+            json.loads(line) for line in (run / "eval" / which / "humaneval.jsonl").read_text().splitlines()
+        ]
+        assert [p["task_id"] for p in problems] == ["HumanEval/0", "HumanEval/1"]
+        assert all(p["passed"] or p["failure"] for p in problems)
+    assert "| HumanEval pass@1 (greedy) |" in report and "(../eval/tuned/humaneval.jsonl)" in report
+    # Every difference carries its paired interval and n, in the report and the summary.
+    eval_loss = next(line for line in report.splitlines() if line.startswith("| eval loss (answer tokens) |"))
+    assert eval_loss.count("[") == 3 and "| 8 |" in eval_loss
     page = (run / "report" / "report.html").read_text(encoding="utf-8")
     assert "pass@1" in page and "data:image/png;base64," in page
     summary = (finished_run / "results" / "summary" / "summary.csv").read_text().splitlines()
     assert len(summary) == 2 and summary[1].startswith("tiny,")
+    assert "eval_loss_difference_low" in summary[0] and "humaneval_pass@1_tuned" in summary[0]
     assert (run / "report" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     [converted] = (finished_run / "results/data/small").glob("*/convert_summary.json")
     summary = json.loads(converted.read_text())

@@ -30,6 +30,8 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 SCORING_KEYS = {"code_timeout_s": "timeout_s", "code_memory_mb": "memory_mb", "code_packages": "packages"}
 # Evaluation sections that other steps read (generation gets none of them).
 OTHER_EVALUATIONS = {"lm_eval"}
+# Evaluation settings only the report reads (its confidence intervals), not generation or scoring.
+REPORT_KEYS = ("bootstrap_resamples",)
 # Flags given once per value (--prompt a --prompt b); other lists are one flag with several values.
 REPEATED_FLAGS = {"prompt", "placeholder_inputs", "source", "task", "include_path"}
 # model keys the training step reads (from_pretrained's): not part of the base model folder, so experiments
@@ -268,6 +270,7 @@ class Experiments:
             raise ConfigError(f"experiment {name!r}: recipe file {path} does not exist")
         recipe = load_yaml(path.read_text(encoding="utf-8"))
         validate(recipe, self.schemas / "recipe.schema.yaml", f"recipe {path}")
+        check_humaneval(recipe, f"recipe {path}")
         return recipe
 
     def grid_cells(self, grid: dict) -> Iterator[Experiment]:
@@ -285,6 +288,7 @@ class Experiments:
                 f"{key} = {grid_value_text(value)}" for key, value in overrides.items()
             )
             validate(recipe, self.schemas / "recipe.schema.yaml", f"grid cell {name}")
+            check_humaneval(recipe, f"grid cell {name}")
             yield Experiment(name, recipe, self.recipe_path(grid["recipe"]), overrides)
 
     def _setting_parent(self, recipe: dict, key: str, grid: dict) -> dict:
@@ -493,7 +497,7 @@ class Experiments:
     def evaluation_flags(self, name: str) -> str:
         """Generation settings and the probe prompts (not their tests, which only scoring reads)."""
         settings = dict(self[name].recipe["evaluation"])
-        for key in [*SCORING_KEYS, *OTHER_EVALUATIONS]:
+        for key in (*SCORING_KEYS, *REPORT_KEYS, *OTHER_EVALUATIONS):
             settings.pop(key, None)
         settings["prompt"] = [probe["prompt"] for probe in self.probes(settings.pop("probes"))]
         return cli_flags(settings)
@@ -514,6 +518,7 @@ class Experiments:
         """The recipe's scoring settings, and the config's way of sandboxing the code."""
         settings = self[name].recipe["evaluation"]
         flags = {flag: settings[key] for key, flag in SCORING_KEYS.items()}
+        flags["pass_at_k"] = settings["humaneval"]["k"] if "humaneval" in settings else None
         flags["isolation"] = self.sandbox["isolation"]
         flags["log_sandbox_output"] = self.sandbox["log_output"] or None
         return cli_flags(flags)
@@ -583,6 +588,18 @@ class Experiments:
         reports = [layout.output("report", "markdown").format(experiment=name) for name in self.by_name]
         manifests = [layout.output("manifest", "manifest").format(experiment=name) for name in self.by_name]
         return reports + list(layout.outputs("summary").values()) + manifests
+
+
+def check_humaneval(recipe: dict, where: str) -> None:
+    """HumanEval settings the schema cannot check: task ids that exist, k at most n."""
+    settings = recipe["evaluation"].get("humaneval")
+    if settings is None:
+        return
+    from alpaca_lora import humaneval
+
+    problem = humaneval.settings_error(settings)
+    if problem:
+        raise ConfigError(f"{where}: evaluation.humaneval.{problem}")
 
 
 def count_records(path: Path) -> int | None:

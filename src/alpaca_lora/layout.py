@@ -48,8 +48,12 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "metrics": RUN + "/eval/{which}/metrics.json",
         "generations": RUN + "/eval/{which}/generations.jsonl",
         "eval_answers": RUN + "/eval/{which}/eval_answers.jsonl",
+        "humaneval_answers": RUN + "/eval/{which}/humaneval_answers.jsonl",
     },
-    "score_answers": {"scores": RUN + "/eval/{which}/scores.json"},
+    "score_answers": {
+        "scores": RUN + "/eval/{which}/scores.json",
+        "humaneval": RUN + "/eval/{which}/humaneval.jsonl",
+    },
     # Only for recipes with evaluation.lm_eval: lm-evaluation-harness results, and the project's task.
     "lm_eval": {
         "results": RUN + "/eval/{which}/lm_eval.json",
@@ -70,8 +74,12 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "check": f"{RUN}/export/merge_check.json",
     },
     "summary": {
-        part: f"{SUMMARY}/summary.{suffix}"
-        for part, suffix in {"csv": "csv", "markdown": "md", "latex": "tex", "html": "html"}.items()
+        **{
+            part: f"{SUMMARY}/summary.{suffix}"
+            for part, suffix in {"csv": "csv", "markdown": "md", "latex": "tex", "html": "html"}.items()
+        },
+        "seeds": f"{SUMMARY}/seeds.csv",
+        "plots": f"{SUMMARY}/plots",
     },
     "manifest": {"manifest": f"{RUN}/manifest.json"},
 }

@@ -36,6 +36,8 @@ PHI3_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
 )
+# The BOS token of a tokenizer that adds one (build_tokenizer(bos=True)).
+BOS = "<|bos|>"
 ARCHITECTURES = {
     "llama": {
         "special": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
@@ -61,36 +63,52 @@ def training_corpus(data_file: Path) -> list[str]:
     ]
 
 
-def build_tokenizer(corpus: list[str], architecture: str):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(corpus: list[str], architecture: str, bos: bool = False):
+    """A BPE tokenizer with the architecture's special tokens; with `bos`, one that puts a BOS token before
+    every text it encodes with special tokens (as Llama's and Gemma's do)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     spec = ARCHITECTURES[architecture]
+    special = spec["special"] + ([BOS] if bos else [])
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=600,
-        special_tokens=spec["special"],
+        special_tokens=special,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer)
+    if bos:
+        bos_id = tokenizer.token_to_id(BOS)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+        )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token=spec["eos"], pad_token=spec["pad"], bos_token=None
+        tokenizer_object=tokenizer,
+        eos_token=spec["eos"],
+        pad_token=spec["pad"],
+        bos_token=BOS if bos else None,
     )
     fast.chat_template = spec["template"]
     return fast
 
 
 def build_tiny_model(
-    folder: Path, data_file: Path, architecture: str = "llama", seed: int = 0, hidden_size: int = 32
+    folder: Path,
+    data_file: Path,
+    architecture: str = "llama",
+    seed: int = 0,
+    hidden_size: int = 32,
+    bos: bool = False,
 ) -> Path:
-    """Save a tiny random model + tokenizer to `folder` and return it."""
+    """Save a tiny random model + tokenizer (with `bos`, one that adds a BOS token) to `folder`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
 
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(training_corpus(data_file), architecture)
+    tokenizer = build_tokenizer(training_corpus(data_file), architecture, bos)
     common = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -101,7 +119,7 @@ def build_tiny_model(
         max_position_embeddings=1024,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids(ARCHITECTURES[architecture]["eos"]),
-        bos_token_id=None,
+        bos_token_id=tokenizer.bos_token_id,
     )
     if architecture == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=True))
@@ -187,10 +205,16 @@ def tiny_recipe(base: str, model: Path, data: Path) -> dict:
         save_steps=2,
     )
     recipe["evaluation"].update(
-        max_new_tokens=8, max_length=128, reference_records=4, reference_max_new_tokens=6
+        max_new_tokens=8,
+        max_length=128,
+        reference_records=4,
+        reference_max_new_tokens=6,
+        bootstrap_resamples=999,
     )
     if "lm_eval" in recipe["evaluation"]:  # the Hub's datasets are out of reach: the project's own task
         recipe["evaluation"]["lm_eval"].update(tasks=["alpaca_heldout_choice"], limit=4)
+    if "humaneval" in recipe["evaluation"]:
+        recipe["evaluation"]["humaneval"].update(problems=2, max_new_tokens=8)
     return recipe
 
 

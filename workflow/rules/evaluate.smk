@@ -19,7 +19,7 @@ rule evaluate:
     shell:
         "python {input.script:q} --model {input.model:q} {params.adapter}"
         " --eval {input.eval:q} --metrics {output.metrics:q} --generations {output.generations:q}"
-        " --eval-answers {output.eval_answers:q}"
+        " --eval-answers {output.eval_answers:q} --humaneval-answers {output.humaneval_answers:q}"
         " {params.settings} --log-file {log:q}"
 
 
@@ -27,6 +27,7 @@ rule score_answers:
     input:
         eval_answers=layout.output("evaluate", "eval_answers"),
         probe_answers=layout.output("evaluate", "generations"),
+        humaneval_answers=layout.output("evaluate", "humaneval_answers"),
         probes=lambda w: experiment(w).recipe["evaluation"]["probes"],
         script=script_path("score_answers"),
         sandbox=package_path("sandbox"),
@@ -41,7 +42,8 @@ rule score_answers:
     shell:
         "python {input.script:q} --eval-answers {input.eval_answers:q}"
         " --probe-answers {input.probe_answers:q} --probes {input.probes:q}"
-        " --scores {output.scores:q} {params.settings} --log-file {log:q}"
+        " --humaneval-answers {input.humaneval_answers:q}"
+        " --scores {output.scores:q} --humaneval-results {output.humaneval:q} {params.settings} --log-file {log:q}"
 
 
 rule lm_eval:
@@ -56,8 +58,6 @@ rule lm_eval:
         layout.log("lm_eval"),
     benchmark:
         layout.benchmark("lm_eval")
-    conda:
-        "../../environment.yml"
     threads: all_cores()
     resources:
         mem_mb=8000,

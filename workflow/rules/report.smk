@@ -61,6 +61,7 @@ rule report:
         " --base-generations {input.base_generations:q} --tuned-generations {input.tuned_generations:q}"
         " --base-eval-answers {input.base_eval_answers:q}"
         " --tuned-eval-answers {input.tuned_eval_answers:q}"
+        " --base-humaneval {input.base_humaneval:q} --tuned-humaneval {input.tuned_humaneval:q}"
         " --markdown {output.markdown:q} --html {output.html:q} --metrics-csv {output.metrics:q}"
         " --metrics-json {output.metrics_json:q}"
         " --curve {output.curve:q} --generations-csv {output.generations:q}"
@@ -93,6 +94,8 @@ rule summary:
             category="summary",
             labels={"table": "table"},
         ),
+        seeds=layout.output("summary", "seeds"),
+        plots=directory(layout.output("summary", "plots")),
     log:
         layout.log("summary"),
     benchmark:
@@ -100,4 +103,5 @@ rule summary:
     shell:
         "python {input.script:q} --experiment-json {input.experiment:q}"
         " --metrics-csv {input.metrics:q} --keep-finished --csv {output.csv:q} --markdown {output.markdown:q}"
-        " --latex {output.latex:q} --html {output.html:q} --log-file {log:q}"
+        " --latex {output.latex:q} --html {output.html:q} --seeds-csv {output.seeds:q}"
+        " --plots {output.plots:q} --log-file {log:q}"
