@@ -97,11 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--html", required=True, help="summary HTML table to write")
     parser.add_argument(
         "--seeds-csv",
-        help="CSV to write: per setting, each metric's mean over seeds, the half-width of its 95% CI, n",
+        help="CSV to write: per setting, each metric's mean over seeds, the half-width of its 95%% CI, n",
     )
     parser.add_argument(
         "--plots",
-        help="folder to write a PNG per metric and varied setting into (mean and 95% CI over seeds)",
+        help="folder to write a PNG per metric and varied setting into (mean and 95%% CI over seeds)",
     )
     add_log_argument(parser)
     return parser.parse_args(argv)
