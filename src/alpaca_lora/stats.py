@@ -84,3 +84,9 @@ def mean_interval(values: Sequence[float]) -> dict:
         return {"mean": mean, "half_width": math.nan, "n": int(data.size)}
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, data.size - 1) * stats.sem(data))
     return {"mean": mean, "half_width": half, "n": int(data.size)}
+
+
+if __name__ == "__main__":
+    from alpaca_lora.common import module_help
+
+    module_help(__doc__ + "\nA library: nothing to run.").parse_args()
