@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from alpaca_lora import memory
 from alpaca_lora.common import (
     StepError,
     add_log_argument,
@@ -89,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def read_settings(path: str) -> dict:
-    """The `lora` and `training` sections of a settings or recipe file; nothing else in it matters here."""
+    """The `lora`, `training` and (optional) `resources` sections of a settings or recipe file."""
     settings = load_yaml(Path(path).read_text(encoding="utf-8"))
     missing = [key for key in ("lora", "training") if not isinstance(settings, dict) or key not in settings]
     if missing:
@@ -97,7 +98,11 @@ def read_settings(path: str) -> dict:
     owned = sorted(OWNED_FIELDS & set(settings["training"]))
     if owned:
         raise SystemExit(f"{path}: training.{owned[0]} is set by train_lora.py itself; remove it")
-    return {"lora": settings["lora"], "training": settings["training"]}
+    return {
+        "lora": settings["lora"],
+        "training": settings["training"],
+        "resources": settings.get("resources", {}),
+    }
 
 
 def load_split(path: str, eos_token: str | None):
@@ -114,11 +119,13 @@ def load_split(path: str, eos_token: str | None):
 
 
 def settings_fingerprint(settings: dict, args: argparse.Namespace) -> str:
-    """What a checkpoint must match to be resumed: every setting plus the content of the inputs."""
+    """What a checkpoint must match to be resumed: the LoRA and training settings as resolved (the micro-batch
+    chosen for the memory budget included) plus the content of the inputs."""
     return sha256_text(
         canonical_json(
             {
-                **settings,
+                "lora": settings["lora"],
+                "training": settings["training"],
                 "train_sha256": sha256_file(args.train),
                 "model_config_sha256": sha256_file(Path(args.model) / "config.json"),
             }
@@ -298,18 +305,44 @@ def training_config(training: dict, checkpoint_dir: Path):
     )
 
 
-def build_trainer(settings: dict, args: argparse.Namespace, checkpoint_dir: Path):
+def load_model(settings: dict, args: argparse.Namespace):
     import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if settings["training"]["bf16"] else torch.float32
+    return AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=dtype, trust_remote_code=trusts_remote_code(args.model)
+    )
+
+
+def fit_to_memory(settings: dict, args: argparse.Namespace):
+    """Load the model and pick the micro-batch that fits the memory budget (on the CPU), before any data."""
+    resources = settings["resources"]
+    budget = resources.get("max_memory_gb") or memory.machine_memory_gb()
+    memory.check_budget_above_weights(budget, args.model)
+    model = load_model(settings, args)
+    if not resources.get("fit_micro_batch", True) or has_accelerator() or not memory.can_measure():
+        log.info("Micro-batch as the recipe sets it (no fit: off, a GPU, or no peak-memory reading here)")
+        return model, None
+    fit = memory.fit_micro_batch(model, settings["training"], budget)
+    log.info(
+        "Memory budget %.1f GB: micro-batch %d x %d accumulation steps (effective batch %d) at length %d, "
+        "estimated peak %.2f GB (probed: %s GB)",
+        *(fit.budget_gb, fit.micro_batch, fit.gradient_accumulation_steps, fit.effective_batch),
+        *(fit.max_length, fit.estimated_peak_gb, fit.probed_peaks_gb),
+    )
+    settings["training"] = memory.apply(settings["training"], fit)
+    return model, fit
+
+
+def build_trainer(model, settings: dict, args: argparse.Namespace, checkpoint_dir: Path):
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import SFTTrainer
 
-    trust = trusts_remote_code(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trust)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trusts_remote_code(args.model))
     train_data = load_split(args.train, tokenizer.eos_token)
     eval_data = load_split(args.eval, tokenizer.eos_token)
-    dtype = torch.bfloat16 if settings["training"]["bf16"] else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, trust_remote_code=trust)
     return SFTTrainer(
         model=model,
         args=training_config(settings["training"], checkpoint_dir),
@@ -337,10 +370,11 @@ def main(argv: list[str] | None = None) -> None:
         settings = read_settings(args.settings)
         log.info("Settings: %s", canonical_json(settings))
         refuse_cpu_at_scale(settings["training"], args.model)
+        model, fit = fit_to_memory(settings, args)
         checkpoint_dir = Path(args.checkpoint_dir)
         fingerprint = settings_fingerprint(settings, args)
         resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)
-        trainer = build_trainer(settings, args, checkpoint_dir)
+        trainer = build_trainer(model, settings, args, checkpoint_dir)
         for callback in (progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()):
             trainer.add_callback(callback)
         exit_on_stop_request(stop, "before training started")
@@ -380,6 +414,9 @@ def main(argv: list[str] | None = None) -> None:
                 "trainable_parameters": trainable,
                 "total_parameters": total,
                 "base_dtype": str(frozen_dtype(trainer.model)),
+                "micro_batch": trainer.args.per_device_train_batch_size,
+                "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+                "memory_fit": fit.record() if fit else None,
                 "sft_config": sft_config_record(trainer.args),
             },
         )

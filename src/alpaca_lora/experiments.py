@@ -412,9 +412,11 @@ class Experiments:
         return cli_flags({**source, "trust_remote_code": settings["trust_remote_code"]})
 
     def training_settings(self, name: str) -> dict:
-        """What the training step gets: the LoRA and training sections (PEFT's and TRL's own field names)."""
+        """What the training step gets: the LoRA and training sections (PEFT's and TRL's own field names), and
+        the resources it may use (its memory budget)."""
         recipe = self[name].recipe
-        return {"lora": recipe["lora"], "training": recipe["training"]}
+        resources = {"resources": recipe["resources"]} if "resources" in recipe else {}
+        return {"lora": recipe["lora"], "training": recipe["training"], **resources}
 
     def evaluation_flags(self, name: str) -> str:
         """Generation settings and the probe prompts (not their tests, which only scoring reads)."""
