@@ -70,7 +70,8 @@ def test_a_small_budget_splits_the_batch_and_keeps_the_losses(tmp_path, wide_mod
 def test_a_budget_below_the_model_stops_before_loading_it(tmp_path, wide_model, small_alpaca):
     splits = templated_splits(tmp_path, wide_model, small_alpaca)
     settings = {**train_settings(), "resources": {"max_memory_gb": 0.0001}}
-    result = run_script("train_lora.py", *train_arguments(tmp_path, wide_model, splits, settings), check=False)
+    arguments = train_arguments(tmp_path, wide_model, splits, settings)
+    result = run_script("train_lora.py", *arguments, check=False)
     assert result.returncode == 1
     assert "resources.max_memory_gb 0.0001 is below the model's size" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "checkpoints").exists()
@@ -81,7 +82,8 @@ def test_a_length_that_does_not_fit_one_sequence_stops_with_the_estimate(tmp_pat
     # Above the weights, far below what the process itself takes (Python and torch alone: hundreds of MB).
     weights = memory.weights_gb(wide_model)
     settings = {**train_settings(max_length=1024), "resources": {"max_memory_gb": round(weights * 2, 4)}}
-    result = run_script("train_lora.py", *train_arguments(tmp_path, wide_model, splits, settings), check=False)
+    arguments = train_arguments(tmp_path, wide_model, splits, settings)
+    result = run_script("train_lora.py", *arguments, check=False)
     assert result.returncode == 1
     assert "one training sequence of training.max_length 1024 needs about" in result.stderr
     assert "lower training.max_length or raise resources.max_memory_gb" in result.stderr
