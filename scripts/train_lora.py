@@ -318,12 +318,13 @@ def load_model(settings: dict, args: argparse.Namespace):
 def fit_to_memory(settings: dict, args: argparse.Namespace):
     """Load the model and pick the micro-batch that fits the memory budget (on the CPU), before any data."""
     resources = settings["resources"]
+    on_cpu = bool(settings["training"].get("use_cpu")) or not has_accelerator()
+    if not (resources.get("fit_micro_batch", True) and on_cpu and memory.can_measure()):
+        log.info("Micro-batch as the recipe sets it (no fit: switched off, a GPU, or no peak-memory reading)")
+        return load_model(settings, args), None
     budget = resources.get("max_memory_gb") or memory.machine_memory_gb()
     memory.check_budget_above_weights(budget, args.model)
     model = load_model(settings, args)
-    if not resources.get("fit_micro_batch", True) or has_accelerator() or not memory.can_measure():
-        log.info("Micro-batch as the recipe sets it (no fit: off, a GPU, or no peak-memory reading here)")
-        return model, None
     fit = memory.fit_micro_batch(model, settings["training"], budget)
     log.info(
         "Memory budget %.1f GB: micro-batch %d x %d accumulation steps (effective batch %d) at length %d, "
