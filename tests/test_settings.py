@@ -104,7 +104,7 @@ def test_the_settings_file_is_what_the_step_reads(tmp_path):
     path = ROOT / "config/recipes/phi35-mini-alpaca-recipe.yaml"
     settings = train_lora.read_settings(str(path))
     recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert settings == {"lora": recipe["lora"], "training": recipe["training"]}
+    assert settings == {"lora": recipe["lora"], "training": recipe["training"], "resources": {}}
     config = train_lora.training_config(settings["training"], Path(tmp_path))
     assert config.packing is True and config.bf16 is True and config.completion_only_loss is True
     assert config.data_seed == recipe["training"]["seed"]
