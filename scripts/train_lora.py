@@ -325,12 +325,12 @@ def fit_to_memory(settings: dict, args: argparse.Namespace):
     budget = resources.get("max_memory_gb") or memory.machine_memory_gb()
     memory.check_budget_above_weights(budget, args.model)
     model = load_model(settings, args)
-    fit = memory.fit_micro_batch(model, settings["training"], budget)
+    fit = memory.fit_micro_batch(model, settings["lora"], settings["training"], budget)
     log.info(
         "Memory budget %.1f GB: micro-batch %d x %d accumulation steps (effective batch %d) at length %d, "
-        "estimated peak %.2f GB (probed: %s GB)",
+        "estimated peak %.2f GB (probed: %.2f GB resident + %.2f GB per sequence)",
         *(fit.budget_gb, fit.micro_batch, fit.gradient_accumulation_steps, fit.effective_batch),
-        *(fit.max_length, fit.estimated_peak_gb, fit.probed_peaks_gb),
+        *(fit.max_length, fit.estimated_peak_gb, fit.resident_gb, fit.per_sequence_gb),
     )
     settings["training"] = memory.apply(settings["training"], fit)
     return model, fit

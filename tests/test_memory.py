@@ -39,9 +39,9 @@ def test_a_small_budget_splits_the_batch_and_keeps_the_losses(tmp_path, wide_mod
     splits = templated_splits(tmp_path, wide_model, small_alpaca)
     whole = fitted_run(tmp_path / "whole", wide_model, splits, None)
     assert (whole["summary"]["micro_batch"], whole["summary"]["gradient_accumulation_steps"]) == (4, 1)
-    probed = {int(size): peak for size, peak in whole["summary"]["memory_fit"]["probed_peaks_gb"].items()}
+    probed = whole["summary"]["memory_fit"]
     # A budget between the estimates at micro-batches 2 and 4: the step must choose 2 x 2.
-    budget = (memory.estimate(probed, 2) + memory.estimate(probed, 3)) / 2
+    budget = memory.estimate(probed["resident_gb"], probed["per_sequence_gb"], 3)
     split = fitted_run(tmp_path / "split", wide_model, splits, budget)
 
     fit = split["summary"]["memory_fit"]
