@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from alpaca_lora import distributed, hardware, tracking
+from alpaca_lora import distributed, hardware, memory, tracking
 from alpaca_lora.common import (
     StepError,
     add_log_argument,
@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def read_settings(path: str) -> dict:
-    """The `lora` and `training` sections of a settings or recipe file; nothing else in it matters here."""
+    """The `lora`, `training` and (optional) `resources` sections of a settings or recipe file."""
     settings = load_yaml(Path(path).read_text(encoding="utf-8"))
     missing = [key for key in ("lora", "training") if not isinstance(settings, dict) or key not in settings]
     if missing:
@@ -113,7 +113,12 @@ def read_settings(path: str) -> dict:
     # model: from_pretrained's settings the workflow adds (a recipe's own model section describes the source)
     loading = settings.get("model", {})
     model = {key: loading[key] for key in TRAINING_MODEL_KEYS if key in loading}
-    return {"lora": settings["lora"], "training": settings["training"], **({"model": model} if model else {})}
+    return {
+        "lora": settings["lora"],
+        "training": settings["training"],
+        **({"model": model} if model else {}),
+        "resources": settings.get("resources", {}),
+    }
 
 
 def load_split(path: str, eos_token: str | None):
@@ -130,11 +135,12 @@ def load_split(path: str, eos_token: str | None):
 
 
 def settings_fingerprint(settings: dict, args: argparse.Namespace) -> str:
-    """What a checkpoint must match to be resumed: every setting plus the content of the inputs."""
+    """What a checkpoint must match to be resumed: the LoRA, training and model-loading settings as resolved
+    (the micro-batch chosen for the memory budget included, not the budget) plus the content of the inputs."""
     return sha256_text(
         canonical_json(
             {
-                **settings,
+                **{part: value for part, value in settings.items() if part != "resources"},
                 "train_sha256": sha256_file(args.train),
                 "model_config_sha256": sha256_file(Path(args.model) / "config.json"),
                 # Another world size splits the batch differently: its checkpoints are not resumed.
@@ -330,23 +336,53 @@ def training_config(training: dict, checkpoint_dir: Path):
     )
 
 
-def build_trainer(settings: dict, args: argparse.Namespace, checkpoint_dir: Path):
+def load_model(settings: dict, args: argparse.Namespace):
     import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTTrainer
+    from transformers import AutoModelForCausalLM
 
-    trust = trusts_remote_code(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trust)
-    train_data = load_split(args.train, tokenizer.eos_token)
-    eval_data = load_split(args.eval, tokenizer.eos_token)
     dtype = torch.bfloat16 if settings["training"]["bf16"] else torch.float32
     loading = dict(settings.get("model", {}))  # attn_implementation; quantization: BitsAndBytesConfig (QLoRA)
     if "quantization" in loading:
         from transformers import BitsAndBytesConfig
 
         loading["quantization_config"] = BitsAndBytesConfig(**loading.pop("quantization"))
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, trust_remote_code=trust, **loading)
+    trust = trusts_remote_code(args.model)
+    return AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, trust_remote_code=trust, **loading)
+
+
+def fit_to_memory(settings: dict, args: argparse.Namespace):
+    """Load the model and pick the micro-batch that fits the memory budget (on the CPU), before any data."""
+    resources = settings["resources"]
+    # Several processes would each probe and might choose differently: the batch split stays as written.
+    single = distributed.world() == 1
+    if not (resources.get("fit_micro_batch", True) and uses_cpu(settings["training"]) and single):
+        log.info("Micro-batch as the recipe sets it (no fit: switched off, a GPU, or several processes)")
+        return load_model(settings, args), None
+    if not memory.can_measure():
+        log.info("Micro-batch as the recipe sets it (no fit: this system gives no peak-memory reading)")
+        return load_model(settings, args), None
+    budget = resources.get("max_memory_gb") or memory.machine_memory_gb()
+    memory.check_budget_above_weights(budget, args.model)
+    model = load_model(settings, args)
+    fit = memory.fit_micro_batch(model, settings["lora"], settings["training"], budget)
+    log.info(
+        "Memory budget %.1f GB: micro-batch %d x %d accumulation steps (effective batch %d) at length %d, "
+        "estimated peak %.2f GB (probed: %.2f GB resident + %.2f GB per sequence)",
+        *(fit.budget_gb, fit.micro_batch, fit.gradient_accumulation_steps, fit.effective_batch),
+        *(fit.max_length, fit.estimated_peak_gb, fit.resident_gb, fit.per_sequence_gb),
+    )
+    settings["training"] = memory.apply(settings["training"], fit)
+    return model, fit
+
+
+def build_trainer(model, settings: dict, args: argparse.Namespace, checkpoint_dir: Path):
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=trusts_remote_code(args.model))
+    train_data = load_split(args.train, tokenizer.eos_token)
+    eval_data = load_split(args.eval, tokenizer.eos_token)
     return SFTTrainer(
         model=model,
         args=training_config(settings["training"], checkpoint_dir),
@@ -375,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("Settings: %s", canonical_json(settings))
         refuse_cpu_at_scale(settings["training"], args.model)
         check_machine(settings)
+        model, fit = fit_to_memory(settings, args)
         checkpoint_dir = Path(args.checkpoint_dir)
         fingerprint = settings_fingerprint(settings, args)
         training = settings["training"]
@@ -382,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         with distributed.start(training.get("ddp_timeout"), uses_cpu(training)).main_process_first():
             resume_from = resumable_checkpoint(checkpoint_dir, fingerprint)  # rank 0 cleans up first
             tracking_dir = start_tracking(trackers, checkpoint_dir, resume_from)
-        trainer = build_trainer(settings, args, checkpoint_dir)
+        trainer = build_trainer(model, settings, args, checkpoint_dir)
         for callback in (progress_callback(), save_and_stop_callback(stop), checkpoint_marker_callback()):
             trainer.add_callback(callback)
         if "dvclive" in trackers:
@@ -434,6 +471,9 @@ def main(argv: list[str] | None = None) -> None:
                 "trainable_parameters": trainable,
                 "total_parameters": total,
                 "base_dtype": str(frozen_dtype(trainer.model)),
+                "micro_batch": trainer.args.per_device_train_batch_size,
+                "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+                "memory_fit": fit.record() if fit else None,
                 "sft_config": sft_config_record(trainer.args),
             },
         )

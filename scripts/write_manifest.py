@@ -11,6 +11,8 @@ The manifest (JSON) holds:
   environment the sha256 of each lockfile (--lockfiles) and every package of the runtime locks that is
               missing or at another version here (empty: the run used exactly the locked environment)
   timings     per step: wall-clock seconds, CPU seconds and peak memory, from Snakemake's benchmark files
+  training    the micro-batch and gradient accumulation training used, and the memory fit that chose them
+              (from --train-summary): put them in the recipe (resources.fit_micro_batch: false) to rerun alike
 
 It never records environment variables: Hub tokens (HF_TOKEN) stay out of it.
 
@@ -76,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=str(Path(__file__).resolve().parent.parent),
         help="the pipeline's folder, for the git commit (default: the one holding this script)",
     )
+    parser.add_argument("--train-summary", help="the training step's summary.json (resolved micro-batch)")
     parser.add_argument("--output", required=True, help="manifest JSON to write")
     add_log_argument(parser)
     return parser.parse_args(argv)
@@ -140,6 +143,15 @@ def timings(benchmarks: list[str]) -> dict[str, dict]:
     return steps
 
 
+def resolved_training(summary_path: str | None) -> dict | None:
+    """What the training step resolved at run time (the micro-batch that fit the memory budget)."""
+    if not summary_path:
+        return None
+    summary = read_json(summary_path)
+    keys = ("micro_batch", "gradient_accumulation_steps", "memory_fit")
+    return {key: summary.get(key) for key in keys}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with step("write_manifest", args.log_file):
@@ -157,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             "environment": environment(args.lockfiles),
             "timings": steps,
             "total_seconds": round(sum(step.get("seconds", 0.0) for step in steps.values()), 2),
+            "training": resolved_training(args.train_summary),
         }
         write_json(args.output, manifest)
         log.info(

@@ -56,7 +56,11 @@ def test_one_recipe(recipes):
     }
     assert list(found.models) == ["smollm2-135m-instruct"] and list(found.datasets) == [dataset]
     assert found.base_evaluation_owner("a") == "a"
-    assert found.training_settings("a") == {"lora": DEFAULT["lora"], "training": DEFAULT["training"]}
+    assert found.training_settings("a") == {
+        "lora": DEFAULT["lora"],
+        "training": DEFAULT["training"],
+        "resources": DEFAULT["resources"],
+    }
 
 
 def test_schema_defaults_are_filled_in(recipes):

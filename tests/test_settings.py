@@ -106,7 +106,8 @@ def test_the_settings_file_is_what_the_step_reads(tmp_path):
     settings = train_lora.read_settings(str(path))
     recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
     model = {"attn_implementation": recipe["model"]["attn_implementation"]}
-    assert settings == {"lora": recipe["lora"], "training": recipe["training"], "model": model}
+    sections = {"lora": recipe["lora"], "training": recipe["training"], "model": model, "resources": {}}
+    assert settings == sections
     config = train_lora.training_config(settings["training"], Path(tmp_path))
     assert config.packing is True and config.bf16 is True and config.completion_only_loss is True
     assert config.data_seed == recipe["training"]["seed"]

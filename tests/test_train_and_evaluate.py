@@ -328,6 +328,7 @@ def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
 
 
 def test_a_half_written_checkpoint_is_never_resumed(tmp_path):
+    """What the out-of-memory killer (SIGKILL, no handler runs) leaves while a checkpoint is being written."""
     import train_lora
 
     folder = tmp_path / "checkpoints"

@@ -42,6 +42,11 @@ def test_manifest_from_files(tmp_path: Path) -> None:
     bench.parent.mkdir(parents=True)
     bench.write_text(BENCHMARK)
     out = tmp_path / "results/exp/manifest.json"
+    fit = {"budget_gb": 8.0, "micro_batch": 2, "gradient_accumulation_steps": 4}
+    train_summary = tmp_path / "summary.json"
+    train_summary.write_text(
+        json.dumps({"micro_batch": 2, "gradient_accumulation_steps": 4, "memory_fit": fit})
+    )
     recipe = {"data": {"name": "d", "format": "auto"}, "model": {"name": "m"}}
     run_script(
         "write_manifest.py",
@@ -59,6 +64,8 @@ def test_manifest_from_files(tmp_path: Path) -> None:
         bench,
         "--source-dir",
         tmp_path,
+        "--train-summary",
+        train_summary,
         "--output",
         out,
     )
@@ -74,6 +81,7 @@ def test_manifest_from_files(tmp_path: Path) -> None:
         "exp/train_lora": {"seconds": 12.5, "cpu_seconds": 11.9, "max_rss_mb": 812.3}
     }
     assert manifest["total_seconds"] == 12.5
+    assert manifest["training"] == {"micro_batch": 2, "gradient_accumulation_steps": 4, "memory_fit": fit}
     assert manifest["code"]["commit"] is None
     assert "pytest" in manifest["packages"]["distributions"]
 

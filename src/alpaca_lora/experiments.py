@@ -480,13 +480,15 @@ class Experiments:
 
     def training_settings(self, name: str) -> dict:
         """What the training step gets: the LoRA and training sections (PEFT's and TRL's own field names), the
-        training section with each process's share of the batch (distributed.training_overrides), and the
-        model keys from_pretrained takes (attention, quantization) when the recipe sets them."""
+        training section with each process's share of the batch (distributed.training_overrides), the model
+        keys from_pretrained takes (attention, quantization) and the resources it may use (its memory budget)
+        when the recipe sets them."""
         recipe = self[name].recipe
         training = {**recipe["training"], **distributed.training_overrides(recipe)}
         settings = {"lora": recipe["lora"], "training": training}
         model = {key: recipe["model"][key] for key in TRAINING_MODEL_KEYS if key in recipe["model"]}
-        return {**settings, **({"model": model} if model else {})}
+        resources = {"resources": recipe["resources"]} if "resources" in recipe else {}
+        return {**settings, **({"model": model} if model else {}), **resources}
 
     def launch_flags(self, name: str) -> str:
         return distributed.launch_flags(self[name].recipe)
