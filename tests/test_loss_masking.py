@@ -66,7 +66,8 @@ def first_batch(model: Path, records: list[dict], tmp_path: Path, completion_onl
         },
     }
     args = argparse.Namespace(model=str(model), train=str(data), eval=str(data))
-    trainer = train_lora.build_trainer(settings, args, tmp_path / "checkpoints")
+    loaded = train_lora.load_model(settings, args)
+    trainer = train_lora.build_trainer(loaded, settings, args, tmp_path / "checkpoints")
     batch = next(iter(trainer.get_train_dataloader()))
     return tokenizer, templated, batch, trainer
 
