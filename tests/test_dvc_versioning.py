@@ -216,6 +216,7 @@ def test_an_experiment_with_one_changed_parameter_reruns_only_what_it_affects(or
         "evaluate",
         "score_answers",
         "report",
+        "export",
         "summary",
         "manifest",
         "all",

@@ -143,15 +143,15 @@ def pipeline_definition(config_file: Path = Path("config/config.yaml")) -> dict:
         for path in outputs
         if plot_properties(path)
     ]
-    live = dvclive_folders(config_file, outputs)
-    plots += [{f"{folder}/plots/metrics": {"x": "step"}} for folder in live]
-    metrics = [f"{folder}/metrics.json" for folder in live]
-    return {"stages": {STAGE: stage}, "metrics": metrics, "plots": plots}
+    # DVCLive's curves as plots; its metrics.json (every logged value, some 25 columns) is not declared, so
+    # that `dvc metrics show` and `dvc exp show` stay the report's few numbers (train loss included).
+    plots += [{f"{folder}/plots/metrics": {"x": "step"}} for folder in dvclive_folders(config_file, outputs)]
+    return {"stages": {STAGE: stage}, "plots": plots}
 
 
 def dvclive_folders(config_file: Path, outputs: list[str]) -> list[str]:
     """The DVCLive folders (inside the tracking outputs) of the experiments whose training.report_to names
-    dvclive: top-level metrics (every logged value at the last step: `dvc exp show`) and plots (by step)."""
+    dvclive: their curves are plots (by step)."""
     experiments = Experiments(
         load_yaml(config_file.read_text(encoding="utf-8")), config_file=str(config_file)
     )
