@@ -304,7 +304,10 @@ def test_the_example_grid_runs_every_cell_and_summarizes_them(tmp_path, tiny_lla
     # The seeds matter: two cells of the same rank end with different adapters.
     first, second = (results / cells[0] / "train/adapter/adapter_model.safetensors", results / cells[1])
     assert first.read_bytes() != (second / "train/adapter/adapter_model.safetensors").read_bytes()
-    assert "-{}-lora.r=4-{}-training.seed=1" in (results / "summary" / "summary.tex").read_text()
+    # A seed grid's LaTeX table is per setting (lora.r), over its seeds: mean ± half-width.
+    latex = (results / "summary" / "summary.tex").read_text()
+    table_rows = [line for line in latex.splitlines() if line.endswith("\\\\") and "±" in line]
+    assert [row.split(" & ")[:2] for row in table_rows] == [[str(r), "2"] for r in grid["vary"]["lora.r"]]
 
 
 def test_a_grid_on_a_setting_the_recipe_lacks_is_named(finished_run):
