@@ -45,6 +45,7 @@ EXPECTED_JOBS = {
     "evaluate": 2,
     "score_answers": 2,
     "report": 1,
+    "export": 1,
     "manifest": 1,
     "summary": 1,
 }
