@@ -29,8 +29,6 @@ COMMAND = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?:\.venv/bin/)?(snakemake|make|pytho
 # Shown in the docs, run elsewhere: the reason.
 SKIPPED = {
     "--report": "needs a finished run: tests/test_workflow.py::test_html_report runs it",
-    "--profile profiles/slurm": "its report-after-run fails a dry run: tests/test_slurm_profile.py plans "
-    "with the profile less its report keys, tests/test_slurm.py runs it",
 }
 
 
