@@ -16,16 +16,18 @@ Usage: python benchmarks/generation.py [--problems 10] [--max-new-tokens 160] [-
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
 from alpaca_lora import humaneval
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))  # the evaluation step's own generate()
-import evaluate  # noqa: E402
+# The evaluation step's own generate(), loaded from its file (step scripts are not a package).
+_spec = importlib.util.spec_from_file_location("evaluate", ROOT / "scripts" / "evaluate.py")
+evaluate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(evaluate)
 
 MODEL = ROOT / "results" / "models" / "smollm2-135m-instruct"
 
