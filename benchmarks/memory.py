@@ -61,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--settings", nargs="+", default=["8x512"], help="batch x max_length settings")
     parser.add_argument("--records", type=int, default=2000, help="records of the code-like set")
+    parser.add_argument(
+        "--bf16", action="store_true", help="also the fitted run with bf16 autocast (training.bf16: true)"
+    )
     parser.add_argument("--model", default=str(ROOT / "results/models/smollm2-135m-instruct"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/memory.json"))
     return parser.parse_args()
@@ -121,12 +124,19 @@ def measured_run(command: list) -> tuple[float, int]:
 
 
 def run_training(
-    model: str, data: dict, folder: Path, batch: int, length: int, steps: int, resources: dict
+    model: str,
+    data: dict,
+    folder: Path,
+    batch: int,
+    length: int,
+    steps: int,
+    resources: dict,
+    bf16: bool = False,
 ) -> dict:
     command = train_command(
         model, data, folder, max_steps=steps, per_device_train_batch_size=batch,
         gradient_accumulation_steps=1, max_length=length, eval_strategy="no", save_steps=1000,
-        logging_steps=1,
+        logging_steps=1, bf16=bf16,
     )  # fmt: skip
     settings = json.loads((folder / "settings.json").read_text())
     (folder / "settings.json").write_text(json.dumps({**settings, "resources": resources}))
@@ -158,16 +168,23 @@ def main() -> None:
             for setting in args.settings:
                 batch, length = map(int, setting.split("x"))
                 row = {"data": data_name, "batch": batch, "max_length": length}
-                variants = {"before": {"fit_micro_batch": False}, "after": {"max_memory_gb": args.budget_gb}}
-                for name, resources in variants.items():
+                fitted = {"max_memory_gb": args.budget_gb}
+                variants = {"before": ({"fit_micro_batch": False}, False), "after": (fitted, False)}
+                if args.bf16:
+                    variants["after_bf16"] = (fitted, True)
+                for name, (resources, bf16) in variants.items():
                     row[name] = run_training(
-                        args.model, data, folder, batch, length, args.max_steps, resources
+                        args.model, data, folder, batch, length, args.max_steps, resources, bf16
                     )
                     print(f"{data_name} {setting} {name}: {json.dumps(row[name])}", flush=True)
                 row["peak_ratio"] = round(row["after"]["peak_rss_gb"] / row["before"]["peak_rss_gb"], 3)
                 row["tokens_per_s_ratio"] = round(
                     row["after"]["tokens_per_s"] / row["before"]["tokens_per_s"], 3
                 )
+                if args.bf16:
+                    row["bf16_tokens_per_s_ratio"] = round(
+                        row["after_bf16"]["tokens_per_s"] / row["after"]["tokens_per_s"], 3
+                    )
                 results.append(row)
     report = {
         "benchmark": "memory",
