@@ -24,6 +24,11 @@ include: "workflow/rules/export.smk"
 include: "workflow/rules/manifest.smk"
 
 
+# A cluster run ends with Snakemake's report (src/alpaca_lora/hooks.py says why not --report-after-run).
+onsuccess:
+    report_after_cluster_run(workflow.local_exec, sys.argv, logger)
+
+
 rule all:
     input:
         EXPERIMENTS.targets(),

@@ -168,6 +168,9 @@ def test_outputs_are_complete_and_a_second_run_has_nothing_to_do(slurm_run):
     assert summary["global_step"] == 4 and summary["resumed_from"] is None
     assert json.loads((run / "train" / "adapter" / "adapter_config.json").read_text())["r"] == 16
     assert not (run / "train" / "checkpoints").exists()
+    # The cluster run ended with Snakemake's report (the onsuccess handler, src/alpaca_lora/hooks.py).
+    assert "Snakemake's report of this run: results/report.html" in slurm_run["output"]
+    assert (slurm_run["workdir"] / "results" / "report.html").stat().st_size > 0
     assert "Nothing to be done" in run_workflow(slurm_run["workdir"], "--dry-run").stdout
 
 

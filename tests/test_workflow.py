@@ -187,6 +187,35 @@ def test_html_report(finished_run):
         assert shown in page, shown
 
 
+class Said(list):
+    """A logger that keeps what it was told."""
+
+    def info(self, message: str) -> None:
+        self.append(("info", message))
+
+    def warning(self, message: str) -> None:
+        self.append(("warning", message))
+
+
+def test_a_cluster_run_ends_with_the_report_and_a_partial_one_warns(finished_run, tmp_path):
+    from alpaca_lora.hooks import report_after_cluster_run
+
+    said = Said()
+    argv = ["snakemake", "--directory", str(finished_run), "--snakefile", str(finished_run / "Snakefile")]
+    (finished_run / "results" / "report.html").unlink(missing_ok=True)
+    assert not report_after_cluster_run(True, argv, said) and said == []  # local: make run writes it
+    assert report_after_cluster_run(False, argv, said)
+    assert (finished_run / "results" / "report.html").stat().st_size > 10_000
+    # Nothing run yet (as after an --until run): a warning with the command, not a failure.
+    empty = make_workdir(
+        tmp_path, {"tiny": yaml.safe_load((finished_run / "config/recipes/tiny.yaml").read_text())}
+    )
+    argv = ["snakemake", "--directory", str(empty), "--snakefile", str(empty / "Snakefile")]
+    assert not report_after_cluster_run(False, argv, said)
+    assert said[-1][0] == "warning" and "--report results/report.html" in said[-1][1]
+    assert not (empty / "results" / "report.html").exists()
+
+
 def test_a_bad_recipe_value_stops_before_any_job(finished_run):
     recipe_file = finished_run / "config" / "recipes" / "tiny.yaml"
     original = recipe_file.read_text()

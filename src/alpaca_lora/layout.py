@@ -21,6 +21,8 @@ SPLIT = DATASET + "/{split}"
 MODEL = "results/models/{model}"
 RUN = "results/{experiment}"
 SUMMARY = "results/summary"
+# Snakemake's own HTML report (snakemake --report): `make run` and a cluster run end with it.
+WORKFLOW_REPORT = "results/report.html"
 
 # Rule -> its outputs, by the names the rule's shell command uses.
 OUTPUTS: dict[str, dict[str, str]] = {

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from alpaca_lora import layout
 from alpaca_lora.common import write_json
 from alpaca_lora.experiments import ConfigError, Experiments, alternatives
+from alpaca_lora.hooks import report_after_cluster_run
 from alpaca_lora.lockfiles import LOCKFILES
 
 # Rules run `python`: make it the interpreter running Snakemake (the one with the pipeline's packages),
