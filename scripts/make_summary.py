@@ -272,6 +272,12 @@ def seeds_latex(seeds: Table, metrics: list[str], computed_on: dict[str, list[st
     return "\n".join(f"% {line}" for line in comments) + "\n" + to_latex(Table(columns, rows))
 
 
+def spans_decades(values: list) -> bool:
+    """Positive numbers whose largest is at least ten times the smallest: plotted on a log axis."""
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return len(numbers) == len(values) > 1 and min(numbers) > 0 and max(numbers) >= 10 * min(numbers)
+
+
 def plot_seeds(seeds: Table, metrics: list[str], folder: str) -> list[str]:
     """A PNG per metric and varied setting: the tuned value (mean over seeds, 95% interval as error bars)
     against the setting, one line per value of the other varied settings."""
@@ -303,6 +309,8 @@ def plot_seeds(seeds: Table, metrics: list[str], folder: str) -> list[str]:
                 ]
                 axis.errorbar(x, y, yerr=error, marker="o", capsize=4, label=label)
             axis.set_xlabel(setting)
+            if spans_decades([row[setting] for row in seeds.rows]):
+                axis.set_xscale("log")  # learning rates and the like: 1e-4, 3e-4, 1e-3 evenly apart
             axis.set_ylabel(f"{metric} (tuned; mean, 95% CI over seeds)")
             axis.grid(alpha=0.3)
             axis.legend(fontsize="small")
