@@ -20,6 +20,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def recipe_line(recipe: Path, key: str) -> str:
+    """A recipe's `key: value` line as written, without its comment: what a verbatim quote of it holds."""
+    lines = recipe.read_text(encoding="utf-8").splitlines()
+    return next(line.split("#")[0].strip() for line in lines if line.strip().startswith(f"{key}:"))
+
+
 def run_script(
     name: str, *args: str, check: bool = True, timeout: float | None = None, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess:

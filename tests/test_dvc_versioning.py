@@ -137,7 +137,8 @@ def test_dvc_lock_holds_the_hash_of_every_artifact(origin):
             assert folder and outs[folder]["md5"].endswith(".dir"), f"{path} is not in dvc.lock"
     assert "results/tiny/train/adapter" in outs and "results/models/tiny" in outs
     assert "data/raw/small.json" in {dep["path"] for dep in stage["deps"]}
-    assert stage["params"][RECIPE]["training"]["learning_rate"] == 3.0e-4
+    recipe = yaml.safe_load((origin / RECIPE).read_text(encoding="utf-8"))
+    assert stage["params"][RECIPE]["training"]["learning_rate"] == recipe["training"]["learning_rate"]
     # Everything is in the remote (the shipped default: a folder under HOME), and recording left
     # Snakemake's view alone.
     assert any((origin.parent / "home" / "dvc-storage" / "alpaca-lora-pipeline").rglob("*"))

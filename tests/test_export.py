@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, recipe_line, run_script
 from test_train_and_evaluate import trained  # noqa: F401 (a fixture: one short training)
 
 RECIPE = ROOT / "config/recipes/smollm2-135m-alpaca-sample.yaml"
@@ -55,7 +55,7 @@ def test_the_card_states_base_data_recipe_metrics_and_license(trained, tmp_path)
     convert = json.loads((trained["folder"] / "convert.json").read_text())
     assert card.startswith("---\n") and "license: apache-2.0" in card
     assert convert["input_sha256"] in card and convert["output_sha256"] in card
-    assert "learning_rate: 3.0e-4" in card and "eval_loss: 1.5" in card
+    assert recipe_line(RECIPE, "learning_rate") in card and "eval_loss: 1.5" in card
     assert "Merge check" in card
 
 
