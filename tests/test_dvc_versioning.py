@@ -210,7 +210,9 @@ def test_record_refuses_data_that_a_clone_would_lack(tmp_path, monkeypatch):
 
 def test_an_experiment_with_one_changed_parameter_reruns_only_what_it_affects(origin, clone):
     before, before_mtimes = artifacts(clone), mtimes(clone)
-    result = command(clone, "dvc", "exp", "run", "-S", f"{RECIPE}:training.learning_rate=0.001")
+    recorded = yaml.safe_load((clone / RECIPE).read_text(encoding="utf-8"))["training"]["learning_rate"]
+    new_rate = recorded / 2  # any value the recorded run did not use
+    result = command(clone, "dvc", "exp", "run", "-S", f"{RECIPE}:training.learning_rate={new_rate}")
     tuned_only = [
         "training_settings",
         "train_lora",
@@ -235,7 +237,7 @@ def test_an_experiment_with_one_changed_parameter_reruns_only_what_it_affects(or
     assert jobs_planned(clone) == {}
     # The experiment's dvc.lock and metrics, next to the recorded commit's.
     lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]["snakemake"]
-    assert lock["params"][RECIPE]["training"]["learning_rate"] == 0.001
+    assert lock["params"][RECIPE]["training"]["learning_rate"] == new_rate
     diff = json.loads(command(clone, "dvc", "metrics", "diff", "--json").stdout)
     changed = diff["results/tiny/report/metrics.json"]
     assert "tuned.eval_loss" in changed and "base.eval_loss" not in changed, changed
