@@ -1,4 +1,12 @@
-"""What the workflow does when a run ends: the Snakefile's onsuccess handler."""
+"""What the workflow does when a run ends: the Snakefile's onsuccess handler.
+
+report_after_cluster_run  ends a run on a cluster executor (SLURM) with Snakemake's HTML report,
+                          results/report.html; a local run returns at once, since `make run` writes
+                          the report itself. A report that cannot be built is a warning naming the
+                          command to build it later, never a failed run.
+
+Used by workflow/Snakefile (onsuccess) and tests/test_workflow.py.
+"""
 
 from __future__ import annotations
 
