@@ -3,14 +3,15 @@
 
 The same HumanEval problems (the first --problems, each in the suite's instruction wrapper, through the
 chat template) are answered greedily by evaluate.generate, the step's own code, in these variants:
-  batch 1        one prompt at a time with the KV cache (the default recipe's generation_batch_size)
-  batch B        --batch-size prompts together, left-padded, each sequence stopping on its own
+  batch 1        one prompt at a time with the KV cache
+  batch B        for each of --batch-sizes: B prompts together, left-padded, each sequence stopping on its
+                 own (the recipe's evaluation.generation_batch_size)
   no KV cache    batch 1 with use_cache=False (the first two problems only: it is slow), to show what the
                  cache saves
 It reports new tokens per second (answer tokens only, up to each answer's stop token), seconds per problem,
 and the ratios to batch 1.
 
-Usage: python benchmarks/generation.py [--problems 10] [--max-new-tokens 160] [--batch-size 4]
+Usage: python benchmarks/generation.py [--problems 10] [--max-new-tokens 160] [--batch-sizes 4 16]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default=str(MODEL), help="model folder (default: the embedded default)")
     parser.add_argument("--problems", type=int, default=10, help="first N HumanEval problems")
     parser.add_argument("--max-new-tokens", type=int, default=160)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 16], help="batched variants")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "generation.json"))
     return parser.parse_args()
 
@@ -75,9 +76,8 @@ def main() -> None:
         "settings": vars(args),
         "batch 1": timed(tokenizer, model, prompts, args.max_new_tokens, 1, stops),
     }
-    results[f"batch {args.batch_size}"] = timed(
-        tokenizer, model, prompts, args.max_new_tokens, args.batch_size, stops
-    )
+    for batch in args.batch_sizes:
+        results[f"batch {batch}"] = timed(tokenizer, model, prompts, args.max_new_tokens, batch, stops)
     model.generation_config.use_cache = False
     results["no KV cache (2 problems)"] = timed(tokenizer, model, prompts[:2], args.max_new_tokens, 1, stops)
     model.generation_config.use_cache = True
