@@ -278,10 +278,20 @@ def spans_decades(values: list) -> bool:
     return len(numbers) == len(values) > 1 and min(numbers) > 0 and max(numbers) >= 10 * min(numbers)
 
 
+def base_value(rows: list[dict], metric: str) -> float | None:
+    """The base model's value of a metric (tuned minus difference; one base evaluation serves a grid)."""
+    for row in rows:
+        tuned, difference = row.get(f"{metric}_tuned_mean"), row.get(f"{metric}_difference_mean")
+        if isinstance(tuned, float) and isinstance(difference, float) and not math.isnan(tuned - difference):
+            return tuned - difference
+    return None
+
+
 def plot_seeds(seeds: Table, metrics: list[str], folder: str) -> list[str]:
     """A PNG per metric and varied setting: the tuned value (mean over seeds, 95% interval as error bars)
-    against the setting, one line per value of the other varied settings."""
+    against the setting, one line per value of the other varied settings, the base model as a dashed line."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -308,10 +318,17 @@ def plot_seeds(seeds: Table, metrics: list[str], folder: str) -> list[str]:
                     for r in rows
                 ]
                 axis.errorbar(x, y, yerr=error, marker="o", capsize=4, label=label)
+            base = base_value(seeds.rows, metric)
+            if base is not None:
+                axis.axhline(base, color="grey", linestyle="--", linewidth=1, label="base model")
             axis.set_xlabel(setting)
-            if spans_decades([row[setting] for row in seeds.rows]):
+            values = [row[setting] for row in seeds.rows]
+            if spans_decades(values):
                 axis.set_xscale("log")  # learning rates and the like: 1e-4, 3e-4, 1e-3 evenly apart
-            axis.set_ylabel(f"{metric} (tuned; mean, 95% CI over seeds)")
+                axis.set_xticks(sorted(set(values)), [f"{v:g}" for v in sorted(set(values))])
+                axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            axis.set_ylabel(metric)
+            axis.set_title(f"{metric} after tuning: mean and 95% CI over seeds", fontsize="medium")
             axis.grid(alpha=0.3)
             axis.legend(fontsize="small")
             figure.tight_layout()

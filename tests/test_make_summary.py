@@ -202,3 +202,13 @@ def test_a_seed_grid_is_summarised_as_mean_and_interval_per_setting(tmp_path):
     half = scipy_stats.t.ppf(0.975, 2) * scipy_stats.sem(losses[4])
     assert body[1].startswith(f"4 & 3 & {sum(losses[4]) / 3:.4f} ± {half:.4f} & "), body[1]
     assert (plots / "eval_loss-vs-lora.r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_seed_plots_dashed_line_is_the_base_models_value():
+    """One base evaluation serves a grid: its value is any row's tuned mean minus its mean difference."""
+    import make_summary
+
+    tuned = {"eval_loss_tuned_mean": 1.25, "eval_loss_difference_mean": -1.25}
+    rows = [{"eval_loss_tuned_mean": None}, tuned]
+    assert make_summary.base_value(rows, "eval_loss") == 2.5
+    assert make_summary.base_value(rows[:1], "eval_loss") is None
