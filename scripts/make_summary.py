@@ -325,7 +325,8 @@ def plot_seeds(seeds: Table, metrics: list[str], folder: str) -> list[str]:
             values = [row[setting] for row in seeds.rows]
             if spans_decades(values):
                 axis.set_xscale("log")  # learning rates and the like: 1e-4, 3e-4, 1e-3 evenly apart
-                axis.set_xticks(sorted(set(values)), [f"{v:g}" for v in sorted(set(values))])
+                ticks = sorted(set(values))  # numbers only here: at the grid's own values
+                axis.set_xticks(ticks, [f"{v:g}" for v in ticks])
                 axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             axis.set_ylabel(metric)
             axis.set_title(f"{metric} after tuning: mean and 95% CI over seeds", fontsize="medium")
