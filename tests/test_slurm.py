@@ -245,7 +245,8 @@ def test_a_cancelled_training_resumes_from_its_checkpoint_when_run_again(slow_tr
     workdir = slow_training_workdir
     train = workdir / "results" / "slow" / "train"
     first_checkpoint = train / "checkpoints" / "checkpoint-2" / "checkpoint-complete.txt"
-    process = start_workflow(workdir, "--retries", "0")
+    # Up to the training only: test_every_step_ran_as_its_own_slurm_job covers the rest of the pipeline.
+    process = start_workflow(workdir, "--retries", "0", "--until", "train_lora")
     try:
         wait_for(first_checkpoint.exists, RUN_TIMEOUT_S, "the first checkpoint", process)
         job_id = wait_for(running_training_job, 60, "the running training job")
@@ -258,7 +259,7 @@ def test_a_cancelled_training_resumes_from_its_checkpoint_when_run_again(slow_tr
     assert slurm_jobs()[job_id]["state"] == "CANCELLED"
     assert not (train / "adapter").exists() and not (train / "summary.json").exists()
 
-    run_workflow(workdir)
+    run_workflow(workdir, "--until", "train_lora")
     summary = json.loads((train / "summary.json").read_text())
     resumed = re.fullmatch(r".*/checkpoint-(\d+)", summary["resumed_from"] or "")
     assert resumed and 2 <= int(resumed.group(1)) < 12, summary["resumed_from"]
@@ -278,7 +279,7 @@ def test_sigterm_before_the_time_limit_checkpoints_and_the_retry_resumes(tmp_pat
     workdir = make_workdir(tmp_path, {"term": recipe})
     train_log = workdir / "results" / "logs" / "term" / "train_lora.log"
     before = set(slurm_jobs())
-    process = start_workflow(workdir)
+    process = start_workflow(workdir, "--until", "train_lora")
     try:
         wait_for(
             lambda: train_log.exists() and "step 1/8" in train_log.read_text(),
