@@ -64,18 +64,25 @@ lint: setup
 # The SLURM tests (tests/test_slurm.py) run on a real one-node cluster that tests/slurm/harness.sh installs,
 # starts, and stops and uninstalls again afterwards; that needs root, as in CI. SKIP_SLURM=1 leaves them out.
 # The sandbox's namespace tests need bubblewrap, which tests/sandbox/install-bubblewrap.sh installs as root.
+# The modules run on TEST_WORKERS processes at once (pytest-xdist; a module stays on one worker, and
+# tests/conftest.py starts the longest first). Three keep both cores of a 2-core machine busy while the SLURM
+# module mostly waits on its jobs; each test process computes on one thread, so that workers do not
+# oversubscribe the cores. TEST_WORKERS=1 runs them one after the other.
+TEST_WORKERS ?= 3
+PYTEST := $(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+BROWSER_TESTS := $(if $(filter 1,$(SKIP_BROWSER)),skip,required)
+
+test: export OMP_NUM_THREADS := 1
 test: lint
 	tests/sandbox/install-bubblewrap.sh
-ifeq ($(SKIP_BROWSER),1)
-	BROWSER_TESTS=skip $(BIN)/pytest -m "not slurm"
-else
+ifneq ($(SKIP_BROWSER),1)
 	tests/browser/install.sh
-	BROWSER_TESTS=required $(BIN)/pytest -m "not slurm"
 endif
 ifeq ($(SKIP_SLURM),1)
+	BROWSER_TESTS=$(BROWSER_TESTS) $(PYTEST) -m "not slurm"
 	@echo "SKIP_SLURM=1: the SLURM tests did not run"
 else
-	SLURM_TESTS=required tests/slurm/harness.sh run --timeout 2400 -- $(BIN)/pytest -m slurm
+	BROWSER_TESTS=$(BROWSER_TESTS) SLURM_TESTS=required tests/slurm/harness.sh run --timeout 3600 -- $(PYTEST)
 endif
 
 clean:

@@ -20,6 +20,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# `make test` runs the modules on parallel workers (pytest-xdist, --dist loadfile: a module stays on one
+# worker, so its module fixtures are built once). The modules that take minutes go first, longest first (the
+# durations pytest prints after each run), so that no long one starts last and runs alone at the end.
+LONGEST_FIRST = (
+    "test_slurm.py",  # mostly waits on the cluster's jobs
+    "test_workflow.py",
+    "test_shipped_configs.py",
+    "test_distributed.py",
+    "test_dvc_versioning.py",
+    "test_train_and_evaluate.py",
+    "test_memory.py",
+    "test_lm_eval.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
+
+
 def recipe_line(recipe: Path, key: str) -> str:
     """A recipe's `key: value` line as written, without its comment: what a verbatim quote of it holds."""
     lines = recipe.read_text(encoding="utf-8").splitlines()
