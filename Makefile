@@ -70,19 +70,19 @@ lint: setup
 # oversubscribe the cores. TEST_WORKERS=1 runs them one after the other.
 TEST_WORKERS ?= 3
 PYTEST := $(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
-BROWSER_TESTS := $(if $(filter 1,$(SKIP_BROWSER)),skip,required)
 
 test: export OMP_NUM_THREADS := 1
+test: export BROWSER_TESTS := $(if $(filter 1,$(SKIP_BROWSER)),skip,required)
 test: lint
 	tests/sandbox/install-bubblewrap.sh
 ifneq ($(SKIP_BROWSER),1)
 	tests/browser/install.sh
 endif
 ifeq ($(SKIP_SLURM),1)
-	BROWSER_TESTS=$(BROWSER_TESTS) $(PYTEST) -m "not slurm"
+	$(PYTEST) -m "not slurm"
 	@echo "SKIP_SLURM=1: the SLURM tests did not run"
 else
-	BROWSER_TESTS=$(BROWSER_TESTS) SLURM_TESTS=required tests/slurm/harness.sh run --timeout 3600 -- $(PYTEST)
+	SLURM_TESTS=required tests/slurm/harness.sh run --timeout 3600 -- $(PYTEST)
 endif
 
 clean:
